@@ -1,0 +1,296 @@
+//! [`RawNode`]: the driver's handle on the core, and [`Ready`], what the
+//! driver must do next.
+
+use bytes::Bytes;
+
+use crate::config::Config;
+use crate::error::{InitError, ProposeError, ReadError, StepError, TransferError};
+use crate::log::RaftLog;
+use crate::raft::Raft;
+use crate::types::{
+    Entry, EntryKind, HardState, Index, Membership, Message, NodeId, ReadFailure, ReadState, Role,
+    SoftState, Term,
+};
+
+/// What stable storage held when the node (re)started.
+#[derive(Clone, Debug, Default)]
+pub struct RestoredState {
+    pub hard_state: HardState,
+    /// The membership in force (from the configuration, or the last
+    /// snapshot once snapshots exist).
+    pub membership: Membership,
+    /// The index and term of the last entry covered by a snapshot (0, 0 if
+    /// none); the log starts after it.
+    pub snapshot_index: Index,
+    pub snapshot_term: Term,
+    /// The log entries after the snapshot, contiguous.
+    pub entries: Vec<Entry>,
+    /// The state machine's applied index: committed entries after it are
+    /// handed out again.
+    pub applied: Index,
+}
+
+/// The work the driver must do, in this order:
+///
+/// 1. persist `hard_state` (if any) and `entries` (replacing any stored
+///    entries from the first one's index on), synced to disk;
+/// 2. send `messages` (`Append` and `Heartbeat` messages may be sent before
+///    step 1, see [`Message::may_send_before_persist`]);
+/// 3. apply `committed_entries` in order and serve `read_states` once their
+///    index is applied; fail the reads in `read_failures`;
+/// 4. call [`RawNode::advance`].
+#[derive(Debug, Default)]
+#[must_use = "a Ready must be handled and then acknowledged with advance()"]
+pub struct Ready {
+    /// Set when role, term or leader changed.
+    pub soft_state: Option<SoftState>,
+    /// Set when term, vote or commit changed.
+    pub hard_state: Option<HardState>,
+    pub entries: Vec<Entry>,
+    pub messages: Vec<Message>,
+    pub committed_entries: Vec<Entry>,
+    pub read_states: Vec<ReadState>,
+    pub read_failures: Vec<ReadFailure>,
+}
+
+impl Message {
+    /// Whether this message may be sent before the `Ready` that carries it
+    /// is persisted. A leader's appends and heartbeats may: the leader's term
+    /// was persisted before it could win it, and it counts its own entries
+    /// towards commitment only after `advance` (thesis 10.2.1). Votes and
+    /// acknowledgements may not: they promise what is on disk.
+    pub fn may_send_before_persist(&self) -> bool {
+        matches!(
+            self.body,
+            crate::MessageBody::Append { .. } | crate::MessageBody::Heartbeat { .. }
+        )
+    }
+}
+
+/// A point-in-time summary of the node, for status pages and tests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    pub id: NodeId,
+    pub role: Role,
+    pub term: Term,
+    pub leader: Option<NodeId>,
+    pub vote: Option<NodeId>,
+    pub first_index: Index,
+    pub last_index: Index,
+    pub commit: Index,
+    pub applied: Index,
+    pub membership: Membership,
+    pub transfer_target: Option<NodeId>,
+}
+
+/// The core's handle: feed it ticks, messages and requests; take `Ready`s
+/// and acknowledge them.
+#[derive(Debug)]
+pub struct RawNode {
+    raft: Raft,
+    prev_hard: HardState,
+    prev_soft: SoftState,
+    /// What the last `Ready` handed out: (last entry to persist, last
+    /// committed entry to apply). `Some` until `advance`.
+    in_flight: Option<(Option<(Index, Term)>, Option<Index>)>,
+}
+
+impl RawNode {
+    /// Starts a node from what stable storage held (all defaults for a brand
+    /// new node). Validates the configuration and the restored state.
+    pub fn new(config: Config, restored: RestoredState) -> Result<Self, InitError> {
+        config.validate()?;
+        let RestoredState {
+            hard_state,
+            membership,
+            snapshot_index,
+            snapshot_term,
+            entries,
+            applied,
+        } = restored;
+        if membership.voters.is_empty() {
+            return Err(InitError::NoVoters);
+        }
+        if !membership.contains(config.id) {
+            return Err(InitError::NotAMember {
+                id: config.id,
+                members: membership.members().collect(),
+            });
+        }
+        let mut expected = snapshot_index + 1;
+        for e in &entries {
+            if e.index != expected {
+                return Err(InitError::LogGap {
+                    expected_after: expected - 1,
+                    found: e.index,
+                });
+            }
+            if e.term > hard_state.term {
+                return Err(InitError::EntryTermAboveCurrent {
+                    index: e.index,
+                    entry_term: e.term,
+                    term: hard_state.term,
+                });
+            }
+            expected += 1;
+        }
+        let last = expected - 1;
+        if hard_state.commit > last {
+            return Err(InitError::CommitBeyondLog {
+                commit: hard_state.commit,
+                last,
+            });
+        }
+        let applied = applied.min(hard_state.commit).max(snapshot_index);
+        let log = RaftLog::restore(snapshot_index, snapshot_term, entries, hard_state.commit, applied);
+        let raft = Raft::new(config, membership, hard_state, log);
+        Ok(RawNode {
+            prev_hard: raft.hard_state(),
+            prev_soft: raft.soft_state(),
+            raft,
+            in_flight: None,
+        })
+    }
+
+    /// Advances logical time by one tick.
+    pub fn tick(&mut self) {
+        self.raft.tick();
+    }
+
+    /// Handles a message from a peer.
+    pub fn step(&mut self, message: Message) -> Result<(), StepError> {
+        self.raft.step(message)
+    }
+
+    /// Proposes a command; returns the index it will have if it commits.
+    pub fn propose(&mut self, data: Bytes) -> Result<Index, ProposeError> {
+        self.raft.propose(EntryKind::Normal, data)
+    }
+
+    /// Asks for a linearizable read; see [`Ready::read_states`].
+    pub fn read_index(&mut self, ctx: u64) -> Result<(), ReadError> {
+        self.raft.read_index(ctx)
+    }
+
+    /// Hands leadership to `to` (thesis 3.10).
+    pub fn transfer_leader(&mut self, to: NodeId) -> Result<(), TransferError> {
+        self.raft.transfer_leader(to)
+    }
+
+    /// Starts an election now, as if the election timer had fired.
+    pub fn campaign(&mut self) {
+        if self.raft.role != Role::Leader {
+            self.raft.start_election(false);
+        }
+    }
+
+    /// Whether there is anything for the driver to do.
+    pub fn has_ready(&mut self) -> bool {
+        self.flush();
+        let r = &self.raft;
+        !r.msgs.is_empty()
+            || r.log.stable() < r.log.last_index()
+            || r.log.applied() < r.log.committed()
+            || !r.read_states.is_empty()
+            || !r.read_failures.is_empty()
+            || r.hard_state() != self.prev_hard
+            || r.soft_state() != self.prev_soft
+    }
+
+    /// Leader work deferred until a `Ready` is built, so that many
+    /// proposals and reads share messages.
+    fn flush(&mut self) {
+        if self.raft.role == Role::Leader {
+            self.raft.broadcast_append();
+            self.raft.flush_reads();
+        }
+    }
+
+    /// Collects the work to do. Must be followed by [`RawNode::advance`]
+    /// before the next call.
+    pub fn ready(&mut self) -> Ready {
+        assert!(
+            self.in_flight.is_none(),
+            "ready/advance protocol invariant: ready() called again before advance()"
+        );
+        self.flush();
+        let r = &mut self.raft;
+        let hard = r.hard_state();
+        let soft = r.soft_state();
+        let entries = r.log.unstable_entries();
+        let committed_entries = r.log.next_committed(r.cfg.apply_bytes_max);
+        let ready = Ready {
+            soft_state: (soft != self.prev_soft).then_some(soft),
+            hard_state: (hard != self.prev_hard).then_some(hard),
+            messages: std::mem::take(&mut r.msgs),
+            read_states: std::mem::take(&mut r.read_states),
+            read_failures: std::mem::take(&mut r.read_failures),
+            entries,
+            committed_entries,
+        };
+        self.prev_hard = hard;
+        self.prev_soft = soft;
+        self.in_flight = Some((
+            ready.entries.last().map(|e| (e.index, e.term)),
+            ready.committed_entries.last().map(|e| e.index),
+        ));
+        ready
+    }
+
+    /// Acknowledges the last `Ready`: its entries and hard state are on
+    /// disk, its messages sent and its committed entries applied.
+    pub fn advance(&mut self) {
+        let (persisted, applied) = self
+            .in_flight
+            .take()
+            .expect("ready/advance protocol invariant: advance() without a pending ready()");
+        if let Some((index, term)) = persisted {
+            self.raft.log.stable_to(index, term);
+            if self.raft.log.matches(index, term) {
+                self.raft.own_entries_persisted(index);
+            }
+        }
+        if let Some(index) = applied {
+            self.raft.log.applied_to(index);
+        }
+    }
+
+    /// A summary of the node's state.
+    pub fn status(&self) -> Status {
+        let r = &self.raft;
+        Status {
+            id: r.id,
+            role: r.role,
+            term: r.term,
+            leader: r.leader,
+            vote: r.vote,
+            first_index: r.log.first_index(),
+            last_index: r.last_index(),
+            commit: r.log.committed(),
+            applied: r.log.applied(),
+            membership: r.membership.clone(),
+            transfer_target: r.transfer_target(),
+        }
+    }
+
+    /// The node's log, read-only (for checks and tests).
+    pub fn log(&self) -> &RaftLog {
+        &self.raft.log
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.raft.id
+    }
+
+    pub fn role(&self) -> Role {
+        self.raft.role
+    }
+
+    pub fn term(&self) -> Term {
+        self.raft.term
+    }
+
+    pub fn leader(&self) -> Option<NodeId> {
+        self.raft.leader
+    }
+}

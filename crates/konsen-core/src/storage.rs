@@ -1,0 +1,148 @@
+//! The contract between the core and stable storage, and an in-memory
+//! implementation for tests and the simulator.
+//!
+//! The core never calls storage itself: the driver takes a [`crate::Ready`],
+//! writes its `hard_state` and `entries` through [`Storage::append`], and on
+//! restart rebuilds the node from [`Storage::load`]. konsen-storage
+//! implements this trait on RocksDB; [`MemStorage`] implements it in memory
+//! and is what the simulator's "disk" is. Both pass the same conformance
+//! suite ([`conformance`]).
+
+pub mod conformance;
+
+use crate::types::{Entry, HardState, Index, Term};
+
+/// What a node's stable storage holds about the Raft log.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoredLog {
+    pub hard_state: HardState,
+    /// The last index and term purged behind a snapshot (0, 0 if none).
+    pub purged_index: Index,
+    pub purged_term: Term,
+    /// Every entry after `purged_index`, contiguous.
+    pub entries: Vec<Entry>,
+}
+
+/// Durable storage of the hard state and the log.
+pub trait Storage {
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Durably stores `hard_state` (if given) and `entries`: when this
+    /// returns, both survive a crash. An entry at an index already stored
+    /// replaces it and drops every stored entry after it. `entries` are
+    /// contiguous and start at most one past the last stored index.
+    fn append(&mut self, hard_state: Option<HardState>, entries: &[Entry]) -> Result<(), Self::Error>;
+
+    /// Everything stored, for restarting a node.
+    fn load(&self) -> Result<StoredLog, Self::Error>;
+
+    /// Entries in `[lo, hi]` (inclusive), which must be stored.
+    fn entries(&self, lo: Index, hi: Index) -> Result<Vec<Entry>, Self::Error>;
+
+    /// The first stored index (purged index + 1).
+    fn first_index(&self) -> Result<Index, Self::Error>;
+
+    /// The last stored index (the purged index if no entry is stored).
+    fn last_index(&self) -> Result<Index, Self::Error>;
+
+    /// Drops entries up to and including `index` (behind a snapshot).
+    fn purge(&mut self, index: Index) -> Result<(), Self::Error>;
+}
+
+/// Why the in-memory storage refused a call (the same misuse the RocksDB
+/// store refuses).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MemStorageError {
+    #[error("entries must be contiguous and start at most one past the last index {last}: got {first}")]
+    NotContiguous { last: Index, first: Index },
+    #[error("range [{lo}, {hi}] is outside the stored log [{first}, {last}]")]
+    OutOfRange {
+        lo: Index,
+        hi: Index,
+        first: Index,
+        last: Index,
+    },
+}
+
+/// Storage in memory: survives a simulated crash of the node that uses it,
+/// not of the process.
+#[derive(Clone, Debug, Default)]
+pub struct MemStorage {
+    log: StoredLog,
+}
+
+impl MemStorage {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn last(&self) -> Index {
+        self.log.purged_index + self.log.entries.len() as Index
+    }
+}
+
+impl Storage for MemStorage {
+    type Error = MemStorageError;
+
+    fn append(&mut self, hard_state: Option<HardState>, entries: &[Entry]) -> Result<(), Self::Error> {
+        if let Some(first) = entries.first() {
+            let last = self.last();
+            let contiguous = entries.windows(2).all(|w| w[1].index == w[0].index + 1);
+            if first.index > last + 1 || first.index <= self.log.purged_index || !contiguous {
+                return Err(MemStorageError::NotContiguous {
+                    last,
+                    first: first.index,
+                });
+            }
+            let keep = (first.index - self.log.purged_index - 1) as usize;
+            self.log.entries.truncate(keep);
+            self.log.entries.extend_from_slice(entries);
+        }
+        if let Some(hs) = hard_state {
+            self.log.hard_state = hs;
+        }
+        Ok(())
+    }
+
+    fn load(&self) -> Result<StoredLog, Self::Error> {
+        Ok(self.log.clone())
+    }
+
+    fn entries(&self, lo: Index, hi: Index) -> Result<Vec<Entry>, Self::Error> {
+        let (first, last) = (self.log.purged_index + 1, self.last());
+        if lo < first || hi > last || lo > hi {
+            return Err(MemStorageError::OutOfRange { lo, hi, first, last });
+        }
+        let base = self.log.purged_index + 1;
+        Ok(self.log.entries[(lo - base) as usize..=(hi - base) as usize].to_vec())
+    }
+
+    fn first_index(&self) -> Result<Index, Self::Error> {
+        Ok(self.log.purged_index + 1)
+    }
+
+    fn last_index(&self) -> Result<Index, Self::Error> {
+        Ok(self.last())
+    }
+
+    fn purge(&mut self, index: Index) -> Result<(), Self::Error> {
+        if index <= self.log.purged_index {
+            return Ok(());
+        }
+        let last = self.last();
+        if index > last {
+            return Err(MemStorageError::OutOfRange {
+                lo: index,
+                hi: index,
+                first: self.log.purged_index + 1,
+                last,
+            });
+        }
+        let drop = (index - self.log.purged_index) as usize;
+        let term = self.log.entries[drop - 1].term;
+        self.log.entries.drain(..drop);
+        self.log.purged_index = index;
+        self.log.purged_term = term;
+        Ok(())
+    }
+}
