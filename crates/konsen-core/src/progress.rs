@@ -35,6 +35,8 @@ pub struct Progress {
     pub read_seq_acked: u64,
     /// The commit index last sent in an append.
     pub commit_sent: Index,
+    /// `match_index` at the previous heartbeat answer, to notice lost appends.
+    match_at_heartbeat: Option<Index>,
 }
 
 impl Progress {
@@ -50,6 +52,7 @@ impl Progress {
             recent_active: false,
             read_seq_acked: 0,
             commit_sent: 0,
+            match_at_heartbeat: None,
         }
     }
 
@@ -113,6 +116,17 @@ impl Progress {
         true
     }
 
+    /// Records a heartbeat answer. Returns whether replication looks
+    /// stalled: appends are in flight, yet nothing was acknowledged for a
+    /// whole heartbeat interval, so they were most likely lost.
+    pub fn heartbeat_answered(&mut self) -> bool {
+        let stalled = self.state == ProgressState::Replicate
+            && !self.inflight.is_empty()
+            && self.match_at_heartbeat == Some(self.match_index);
+        self.match_at_heartbeat = Some(self.match_index);
+        stalled
+    }
+
     /// Back to probing (on rejection, or when the follower was unreachable).
     pub fn become_probe(&mut self) {
         self.state = ProgressState::Probe;
@@ -164,6 +178,17 @@ mod tests {
         assert_eq!(p.inflight_count(), 1);
         assert!(!p.is_paused(3));
         assert_eq!(p.next_index, 7);
+    }
+
+    #[test]
+    fn lost_appends_are_noticed_at_the_second_heartbeat() {
+        let mut p = Progress::new(1);
+        p.matched(3);
+        p.sent(5);
+        assert!(!p.heartbeat_answered(), "the first answer only sets a baseline");
+        assert!(p.heartbeat_answered(), "no progress for a whole interval");
+        p.matched(5);
+        assert!(!p.heartbeat_answered(), "nothing in flight");
     }
 
     #[test]

@@ -306,6 +306,17 @@ impl Raft {
                     self.handle_vote_response(m.from, granted);
                 }
             }
+            MessageBody::Append { .. } | MessageBody::Heartbeat { .. }
+                if self.role == Role::Leader =>
+            {
+                // Two leaders in one term: only possible if two nodes share
+                // an id or a peer is broken. Refuse rather than follow.
+                return Err(StepError::Malformed {
+                    from: m.from,
+                    what: m.body.name(),
+                    reason: "sent by a second leader of this node's term (duplicate node id?)",
+                });
+            }
             MessageBody::Append {
                 prev_index,
                 prev_term,
@@ -344,13 +355,6 @@ impl Raft {
 
     /// A leader of the current term spoke: follow it.
     fn follow(&mut self, leader: NodeId) {
-        assert!(
-            !(self.role == Role::Leader && leader != self.id),
-            "election safety invariant: node {} is leader of term {} and heard from leader {leader} \
-             of the same term",
-            self.id,
-            self.term
-        );
         if self.role != Role::Follower || self.leader != Some(leader) {
             self.become_follower(self.term, Some(leader));
         }

@@ -256,6 +256,12 @@ impl Raft {
         pr.recent_active = true;
         pr.probe_sent = false;
         pr.read_seq_acked = pr.read_seq_acked.max(read_seq);
+        if pr.heartbeat_answered() {
+            // Appends were lost (the network drops messages; only a gap in
+            // a later append would reveal it). Probe again from what the
+            // follower is known to hold.
+            pr.become_probe();
+        }
         let behind = pr.match_index < self.log.last_index();
         if behind {
             self.send_append(from, false);

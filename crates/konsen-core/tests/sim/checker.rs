@@ -1,0 +1,203 @@
+//! The simulator's safety checks, each named after the property of the
+//! Raft paper (Figure 3) or thesis section it guards. Every check returns a
+//! description of the violation instead of panicking, so that negative
+//! controls can assert a violation was found.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use konsen_core::storage::{MemStorage, Storage};
+use konsen_core::{Entry, Index, NodeId, RawNode, ReadState, Role, Term};
+
+#[derive(Debug, Default)]
+pub struct Checker {
+    /// Election Safety: the leader of each term.
+    leaders: BTreeMap<Term, NodeId>,
+    /// Log Matching: for each (index, term) ever persisted, the command and
+    /// the term of the entry before it. By induction on the index, equal
+    /// (index, term) then implies identical prefixes.
+    entries: BTreeMap<(Index, Term), (Term, Bytes)>,
+    /// State Machine Safety: what was applied at each index, anywhere.
+    applied_log: BTreeMap<Index, (Term, Bytes)>,
+    /// Per node: the last index its state machine applied.
+    applied: BTreeMap<NodeId, Index>,
+    /// Leader Append-Only: for each node while leader, (term, last index,
+    /// term of that entry) when last seen.
+    leader_tail: BTreeMap<NodeId, (Term, Index, Term)>,
+    /// The highest commit index any node has known.
+    max_commit: Index,
+    /// Reads in progress: (node, ctx) -> the commit index they must see.
+    reads: BTreeMap<(NodeId, u64), Index>,
+}
+
+impl Checker {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn node_restarted(&mut self, id: NodeId) {
+        // The simulated state machine is volatile: it replays from index 1.
+        self.applied.insert(id, 0);
+        self.leader_tail.remove(&id);
+        self.reads.retain(|(node, _), _| *node != id);
+    }
+
+    pub fn applied(&self, id: NodeId) -> Index {
+        self.applied.get(&id).copied().unwrap_or(0)
+    }
+
+    pub fn max_commit_known(&self) -> Index {
+        self.max_commit
+    }
+
+    /// Election Safety (§5.2) and Leader Completeness (§5.4): at most one
+    /// leader per term, and a new leader holds every committed entry.
+    pub fn became_leader(&mut self, raw: &RawNode) -> Result<(), String> {
+        let (id, term) = (raw.id(), raw.term());
+        if let Some(&other) = self.leaders.get(&term)
+            && other != id
+        {
+            return Err(format!("Election Safety: n{other} and n{id} both lead term {term}"));
+        }
+        self.leaders.insert(term, id);
+        for (&index, (entry_term, _)) in &self.applied_log {
+            if raw.log().term(index) != Some(*entry_term) && index > raw.log().offset() {
+                return Err(format!(
+                    "Leader Completeness: n{id} leads term {term} without committed entry {index} (term {entry_term}); \
+                     its term there is {:?}",
+                    raw.log().term(index)
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Log Matching (§5.3) and Leader Append-Only (§5.3), checked on what a
+    /// node is about to persist.
+    pub fn persisting(&mut self, raw: &RawNode, disk: &MemStorage, entries: &[Entry]) -> Result<(), String> {
+        let Some(first) = entries.first() else {
+            return Ok(());
+        };
+        let id = raw.id();
+        let disk_last = disk.last_index().expect("memory storage");
+        if raw.role() == Role::Leader && first.index <= disk_last {
+            // A leader writes at an index it already stored only if it is
+            // replacing entries, which a leader never does.
+            let stored = disk.entries(first.index, first.index).expect("in range");
+            if stored[0].term != first.term || stored[0].data != first.data {
+                return Err(format!(
+                    "Leader Append-Only: leader n{id} overwrites its entry {} (term {} -> {})",
+                    first.index, stored[0].term, first.term
+                ));
+            }
+        }
+        let mut prev_term = raw.log().term(first.index - 1);
+        for e in entries {
+            let prev = prev_term.unwrap_or(0);
+            match self.entries.get(&(e.index, e.term)) {
+                Some((p, data)) if (*p != prev && prev_term.is_some()) || *data != e.data => {
+                    return Err(format!(
+                        "Log Matching: n{id} stores entry {} term {} with previous term {prev} and data {:?}, \
+                         another log has previous term {p} and data {:?}",
+                        e.index, e.term, e.data, data
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    self.entries.insert((e.index, e.term), (prev, e.data.clone()));
+                }
+            }
+            prev_term = Some(e.term);
+        }
+        Ok(())
+    }
+
+    /// State Machine Safety (§5.4.3): no two nodes apply different commands
+    /// at one index, and each node applies in order without gaps.
+    pub fn applied_entry(&mut self, id: NodeId, e: &Entry) -> Result<(), String> {
+        let last = self.applied(id);
+        if e.index != last + 1 {
+            return Err(format!("apply order: n{id} applied {} after {last}", e.index));
+        }
+        match self.applied_log.get(&e.index) {
+            Some((term, data)) if *term != e.term || *data != e.data => {
+                return Err(format!(
+                    "State Machine Safety: n{id} applies {:?} (term {}) at index {}, another node applied {:?} (term {term})",
+                    e.data, e.term, e.index, data
+                ));
+            }
+            Some(_) => {}
+            None => {
+                self.applied_log.insert(e.index, (e.term, e.data.clone()));
+            }
+        }
+        self.applied.insert(id, e.index);
+        Ok(())
+    }
+
+    pub fn read_started(&mut self, id: NodeId, ctx: u64, must_see: Index) {
+        self.reads.insert((id, ctx), must_see);
+    }
+
+    /// Linearizable reads (thesis 6.4): a read released at `index` must
+    /// include every write committed before it began.
+    pub fn read_released(&mut self, id: NodeId, rs: ReadState) -> Result<(), String> {
+        let Some(must_see) = self.reads.remove(&(id, rs.ctx)) else {
+            return Err(format!("ReadIndex: n{id} released read {} that was not pending", rs.ctx));
+        };
+        if rs.index < must_see {
+            return Err(format!(
+                "ReadIndex linearizability: n{id} released read {} at index {}, but index {must_see} was \
+                 committed before the read began",
+                rs.ctx, rs.index
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn read_failed(&mut self, id: NodeId, ctx: u64) {
+        self.reads.remove(&(id, ctx));
+    }
+
+    /// Checks run after every step over all live nodes.
+    pub fn check_step(&mut self, nodes: &[&RawNode]) -> Result<(), String> {
+        for raw in nodes {
+            let log = raw.log();
+            log.check();
+            self.max_commit = self.max_commit.max(log.committed());
+            let id = raw.id();
+            if raw.role() == Role::Leader {
+                let term = raw.term();
+                let last = log.last_index();
+                if let Some(&(t, prev_last, prev_last_term)) = self.leader_tail.get(&id)
+                    && t == term
+                    && (last < prev_last || log.term(prev_last) != Some(prev_last_term))
+                {
+                    return Err(format!(
+                        "Leader Append-Only: leader n{id} of term {term} had entry {prev_last} (term {prev_last_term}), \
+                         now its log ends at {last} with term {:?} there",
+                        log.term(prev_last)
+                    ));
+                }
+                self.leader_tail.insert(id, (term, last, log.last_term()));
+            } else {
+                self.leader_tail.remove(&id);
+            }
+            // A node's commit index never runs ahead of what was applied
+            // consistently: every committed entry it holds matches the
+            // applied history.
+            let committed = log.committed();
+            if let Some((&index, (term, _))) = self.applied_log.range(..=committed).next_back()
+                && index > log.offset()
+                && log.term(index) != Some(*term)
+            {
+                return Err(format!(
+                    "State Machine Safety: n{id} has committed index {committed} but term {:?} at applied index \
+                     {index} (applied term {term})",
+                    log.term(index)
+                ));
+            }
+        }
+        Ok(())
+    }
+}
