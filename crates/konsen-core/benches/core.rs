@@ -14,7 +14,10 @@ use konsen_core::storage::{MemStorage, Storage};
 use konsen_core::{Config, Membership, Message, RawNode, RestoredState, Role};
 
 fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 struct Cluster {
@@ -33,7 +36,10 @@ impl Cluster {
                     membership: Membership::with_voters(1..=n),
                     ..Default::default()
                 };
-                (RawNode::new(config, restored).expect("valid config"), MemStorage::new())
+                (
+                    RawNode::new(config, restored).expect("valid config"),
+                    MemStorage::new(),
+                )
             })
             .collect();
         Cluster {
@@ -51,7 +57,8 @@ impl Cluster {
                 while raw.has_ready() {
                     moved = true;
                     let ready = raw.ready();
-                    disk.append(ready.hard_state, &ready.entries).expect("memory append");
+                    disk.append(ready.hard_state, &ready.entries)
+                        .expect("memory append");
                     if i == 0 {
                         self.applied += ready.committed_entries.len() as u64;
                     }
@@ -86,7 +93,10 @@ fn main() {
     let mut rounds = 0u64;
     while started.elapsed() < deadline {
         for _ in 0..batch {
-            cluster.nodes[0].0.propose(value.clone()).expect("leader accepts");
+            cluster.nodes[0]
+                .0
+                .propose(value.clone())
+                .expect("leader accepts");
         }
         cluster.stabilize();
         rounds += 1;

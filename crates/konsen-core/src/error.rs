@@ -79,3 +79,10 @@ pub enum StepError {
         reason: &'static str,
     },
 }
+
+/// Why the log could not be compacted.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CompactError {
+    #[error("cannot compact to index {index}: only {applied} is applied and persisted")]
+    NotApplied { index: Index, applied: Index },
+}

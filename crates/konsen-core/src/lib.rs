@@ -18,6 +18,8 @@
 //!
 //! For each `Ready`, in this order:
 //!
+//! 0. If `snapshot` is set, install the snapshot that arrived with it
+//!    (a follower that fell behind the leader's compacted log).
 //! 1. Write `hard_state` and `entries` to stable storage and sync it. An
 //!    entry at an index that is already stored replaces it and every entry
 //!    after it. A vote or a term must be on disk before any message that
@@ -72,11 +74,13 @@ pub mod storage;
 mod types;
 
 pub use config::{Config, NegativeControl};
-pub use error::{ConfigError, InitError, ProposeError, ReadError, StepError, TransferError};
+pub use error::{
+    CompactError, ConfigError, InitError, ProposeError, ReadError, StepError, TransferError,
+};
 pub use log::RaftLog;
 pub use node::{RawNode, Ready, RestoredState, Status};
 pub use progress::{Progress, ProgressState};
 pub use types::{
     ENTRY_OVERHEAD_BYTES, Entry, EntryKind, HardState, Index, Membership, Message, MessageBody,
-    NodeId, ReadFailure, ReadState, RejectHint, Role, SoftState, Term,
+    NodeId, ReadFailure, ReadState, RejectHint, Role, SnapshotMeta, SoftState, Term,
 };

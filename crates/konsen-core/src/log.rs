@@ -274,6 +274,23 @@ impl RaftLog {
         self.offset_term = term;
     }
 
+    /// Replaces the whole log with a snapshot ending at `(index, term)`:
+    /// everything up to `index` is committed and applied (once the driver
+    /// installs the snapshot), and no entry is held.
+    pub fn restore_snapshot(&mut self, index: Index, term: Term) {
+        assert!(
+            index > self.committed,
+            "snapshot invariant: restoring snapshot {index} at or below commit {}",
+            self.committed
+        );
+        self.entries.clear();
+        self.offset = index;
+        self.offset_term = term;
+        self.stable = index;
+        self.committed = index;
+        self.applied = index;
+    }
+
     /// Checks the structural invariants; panics naming the broken one.
     pub fn check(&self) {
         assert!(

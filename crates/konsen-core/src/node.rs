@@ -4,12 +4,12 @@
 use bytes::Bytes;
 
 use crate::config::Config;
-use crate::error::{InitError, ProposeError, ReadError, StepError, TransferError};
+use crate::error::{CompactError, InitError, ProposeError, ReadError, StepError, TransferError};
 use crate::log::RaftLog;
 use crate::raft::Raft;
 use crate::types::{
     Entry, EntryKind, HardState, Index, Membership, Message, NodeId, ReadFailure, ReadState, Role,
-    SoftState, Term,
+    SnapshotMeta, SoftState, Term,
 };
 
 /// What stable storage held when the node (re)started.
@@ -32,6 +32,9 @@ pub struct RestoredState {
 
 /// The work the driver must do, in this order:
 ///
+/// 0. if `snapshot` is set, install the snapshot data received with it
+///    (state machine and applied index at `snapshot.index`; log purged up to
+///    it), atomically;
 /// 1. persist `hard_state` (if any) and `entries` (replacing any stored
 ///    entries from the first one's index on), synced to disk;
 /// 2. send `messages` (`Append` and `Heartbeat` messages may be sent before
@@ -44,6 +47,8 @@ pub struct RestoredState {
 pub struct Ready {
     /// Set when role, term or leader changed.
     pub soft_state: Option<SoftState>,
+    /// Set when the leader's snapshot must replace this node's state.
+    pub snapshot: Option<SnapshotMeta>,
     /// Set when term, vote or commit changed.
     pub hard_state: Option<HardState>,
     pub entries: Vec<Entry>,
@@ -90,9 +95,16 @@ pub struct RawNode {
     raft: Raft,
     prev_hard: HardState,
     prev_soft: SoftState,
-    /// What the last `Ready` handed out: (last entry to persist, last
-    /// committed entry to apply). `Some` until `advance`.
-    in_flight: Option<(Option<(Index, Term)>, Option<Index>)>,
+    /// What the last `Ready` handed out, until `advance`.
+    in_flight: Option<HandedOut>,
+}
+
+/// What a `Ready` handed to the driver: the last entry to persist and the
+/// last committed entry to apply.
+#[derive(Debug, Clone, Copy)]
+struct HandedOut {
+    persist: Option<(Index, Term)>,
+    apply: Option<Index>,
 }
 
 impl RawNode {
@@ -142,7 +154,13 @@ impl RawNode {
             });
         }
         let applied = applied.min(hard_state.commit).max(snapshot_index);
-        let log = RaftLog::restore(snapshot_index, snapshot_term, entries, hard_state.commit, applied);
+        let log = RaftLog::restore(
+            snapshot_index,
+            snapshot_term,
+            entries,
+            hard_state.commit,
+            applied,
+        );
         let raft = Raft::new(config, membership, hard_state, log);
         Ok(RawNode {
             prev_hard: raft.hard_state(),
@@ -189,6 +207,7 @@ impl RawNode {
         self.flush();
         let r = &self.raft;
         !r.msgs.is_empty()
+            || r.pending_snapshot.is_some()
             || r.log.stable() < r.log.last_index()
             || r.log.applied() < r.log.committed()
             || !r.read_states.is_empty()
@@ -220,6 +239,7 @@ impl RawNode {
         let entries = r.log.unstable_entries();
         let committed_entries = r.log.next_committed(r.cfg.apply_bytes_max);
         let ready = Ready {
+            snapshot: r.pending_snapshot.take(),
             soft_state: (soft != self.prev_soft).then_some(soft),
             hard_state: (hard != self.prev_hard).then_some(hard),
             messages: std::mem::take(&mut r.msgs),
@@ -230,17 +250,20 @@ impl RawNode {
         };
         self.prev_hard = hard;
         self.prev_soft = soft;
-        self.in_flight = Some((
-            ready.entries.last().map(|e| (e.index, e.term)),
-            ready.committed_entries.last().map(|e| e.index),
-        ));
+        self.in_flight = Some(HandedOut {
+            persist: ready.entries.last().map(|e| (e.index, e.term)),
+            apply: ready.committed_entries.last().map(|e| e.index),
+        });
         ready
     }
 
     /// Acknowledges the last `Ready`: its entries and hard state are on
     /// disk, its messages sent and its committed entries applied.
     pub fn advance(&mut self) {
-        let (persisted, applied) = self
+        let HandedOut {
+            persist: persisted,
+            apply: applied,
+        } = self
             .in_flight
             .take()
             .expect("ready/advance protocol invariant: advance() without a pending ready()");
@@ -253,6 +276,28 @@ impl RawNode {
         if let Some(index) = applied {
             self.raft.log.applied_to(index);
         }
+    }
+
+    /// The driver made a snapshot of the state machine at `index` (which it
+    /// has applied): the log up to `index` may be forgotten. A follower
+    /// that needs those entries is sent the snapshot instead.
+    pub fn compact(&mut self, index: Index) -> Result<(), CompactError> {
+        let log = &mut self.raft.log;
+        if index > log.applied() || index > log.stable() {
+            return Err(CompactError::NotApplied {
+                index,
+                applied: log.applied().min(log.stable()),
+            });
+        }
+        log.compact(index);
+        Ok(())
+    }
+
+    /// The driver reports whether the snapshot sent to `to` arrived; it must
+    /// report every snapshot it was asked to send, one way or the other.
+    /// Until then the leader sends `to` nothing else.
+    pub fn report_snapshot(&mut self, to: NodeId, delivered: bool) {
+        self.raft.report_snapshot(to, delivered);
     }
 
     /// A summary of the node's state.

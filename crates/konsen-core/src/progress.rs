@@ -14,6 +14,9 @@ pub enum ProgressState {
     /// The follower is keeping up: stream appends optimistically, up to
     /// `inflight_msgs_max` unacknowledged.
     Replicate,
+    /// A snapshot up to `pending` is being sent; nothing else is until it
+    /// is acknowledged or reported failed.
+    Snapshot { pending: Index },
 }
 
 /// Replication state of one follower, kept by the leader.
@@ -61,6 +64,7 @@ impl Progress {
         match self.state {
             ProgressState::Probe => self.probe_sent,
             ProgressState::Replicate => self.inflight.len() >= inflight_msgs_max,
+            ProgressState::Snapshot { .. } => true,
         }
     }
 
@@ -71,6 +75,26 @@ impl Progress {
             ProgressState::Replicate => {
                 self.next_index = last + 1;
                 self.inflight.push_back(last);
+            }
+            ProgressState::Snapshot { .. } => {}
+        }
+    }
+
+    /// Records that a snapshot up to `index` is on its way.
+    pub fn sent_snapshot(&mut self, index: Index) {
+        self.state = ProgressState::Snapshot { pending: index };
+        self.inflight.clear();
+    }
+
+    /// The driver finished sending the snapshot, successfully or not. Probe
+    /// next: after the snapshot if it arrived (the follower's answer will
+    /// confirm it was installed), else from what the follower holds (which
+    /// sends a fresh snapshot if one is still needed).
+    pub fn snapshot_finished(&mut self, delivered: bool) {
+        if let ProgressState::Snapshot { pending } = self.state {
+            self.become_probe();
+            if delivered {
+                self.next_index = self.next_index.max(pending + 1);
             }
         }
     }
@@ -86,8 +110,12 @@ impl Progress {
         while self.inflight.front().is_some_and(|&last| last <= index) {
             self.inflight.pop_front();
         }
-        if self.state == ProgressState::Probe {
-            self.become_replicate();
+        match self.state {
+            ProgressState::Probe => self.become_replicate(),
+            ProgressState::Snapshot { pending } if self.match_index >= pending => {
+                self.become_replicate()
+            }
+            _ => {}
         }
         updated
     }
@@ -100,6 +128,7 @@ impl Progress {
             return false;
         }
         match self.state {
+            ProgressState::Snapshot { .. } => return false,
             ProgressState::Replicate => {
                 self.become_probe();
                 self.next_index = retry_at.max(self.match_index + 1);
@@ -185,7 +214,10 @@ mod tests {
         let mut p = Progress::new(1);
         p.matched(3);
         p.sent(5);
-        assert!(!p.heartbeat_answered(), "the first answer only sets a baseline");
+        assert!(
+            !p.heartbeat_answered(),
+            "the first answer only sets a baseline"
+        );
         assert!(p.heartbeat_answered(), "no progress for a whole interval");
         p.matched(5);
         assert!(!p.heartbeat_answered(), "nothing in flight");

@@ -31,7 +31,11 @@ pub trait Storage {
     /// returns, both survive a crash. An entry at an index already stored
     /// replaces it and drops every stored entry after it. `entries` are
     /// contiguous and start at most one past the last stored index.
-    fn append(&mut self, hard_state: Option<HardState>, entries: &[Entry]) -> Result<(), Self::Error>;
+    fn append(
+        &mut self,
+        hard_state: Option<HardState>,
+        entries: &[Entry],
+    ) -> Result<(), Self::Error>;
 
     /// Everything stored, for restarting a node.
     fn load(&self) -> Result<StoredLog, Self::Error>;
@@ -53,7 +57,9 @@ pub trait Storage {
 /// store refuses).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum MemStorageError {
-    #[error("entries must be contiguous and start at most one past the last index {last}: got {first}")]
+    #[error(
+        "entries must be contiguous and start at most one past the last index {last}: got {first}"
+    )]
     NotContiguous { last: Index, first: Index },
     #[error("range [{lo}, {hi}] is outside the stored log [{first}, {last}]")]
     OutOfRange {
@@ -81,10 +87,24 @@ impl MemStorage {
     }
 }
 
+impl MemStorage {
+    /// Replaces the whole log by a snapshot ending at `(index, term)`.
+    pub fn install_snapshot(&mut self, index: Index, term: Term) {
+        self.log.entries.clear();
+        self.log.purged_index = index;
+        self.log.purged_term = term;
+        self.log.hard_state.commit = self.log.hard_state.commit.max(index);
+    }
+}
+
 impl Storage for MemStorage {
     type Error = MemStorageError;
 
-    fn append(&mut self, hard_state: Option<HardState>, entries: &[Entry]) -> Result<(), Self::Error> {
+    fn append(
+        &mut self,
+        hard_state: Option<HardState>,
+        entries: &[Entry],
+    ) -> Result<(), Self::Error> {
         if let Some(first) = entries.first() {
             let last = self.last();
             let contiguous = entries.windows(2).all(|w| w[1].index == w[0].index + 1);
@@ -111,7 +131,12 @@ impl Storage for MemStorage {
     fn entries(&self, lo: Index, hi: Index) -> Result<Vec<Entry>, Self::Error> {
         let (first, last) = (self.log.purged_index + 1, self.last());
         if lo < first || hi > last || lo > hi {
-            return Err(MemStorageError::OutOfRange { lo, hi, first, last });
+            return Err(MemStorageError::OutOfRange {
+                lo,
+                hi,
+                first,
+                last,
+            });
         }
         let base = self.log.purged_index + 1;
         Ok(self.log.entries[(lo - base) as usize..=(hi - base) as usize].to_vec())

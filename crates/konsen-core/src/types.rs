@@ -164,6 +164,20 @@ pub enum MessageBody {
     ReadIndexResponse { ctx: u64, index: Option<Index> },
     /// Start an election now, skipping pre-vote (leader transfer).
     TimeoutNow,
+    /// The leader no longer holds the entries this follower needs: replace
+    /// the log up to `meta.index` with the snapshot described by `meta`.
+    /// The snapshot's data travels beside the message (the driver streams
+    /// it); the core only sees its description.
+    InstallSnapshot { meta: SnapshotMeta },
+}
+
+/// What a snapshot covers: the state machine after applying every entry up
+/// to `index` (whose term is `term`), and the membership in force then.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SnapshotMeta {
+    pub index: Index,
+    pub term: Term,
+    pub membership: Membership,
 }
 
 /// A follower's hint after rejecting an append: the term of its entry at the
@@ -194,6 +208,7 @@ impl MessageBody {
             MessageBody::ReadIndex { .. } => "ReadIndex",
             MessageBody::ReadIndexResponse { .. } => "ReadIndexResponse",
             MessageBody::TimeoutNow => "TimeoutNow",
+            MessageBody::InstallSnapshot { .. } => "InstallSnapshot",
         }
     }
 }

@@ -15,6 +15,8 @@
 //! * `partition ID...`: cuts the given nodes off from the others.
 //! * `cut A B`: cuts the link between A and B, both ways.
 //! * `heal`: removes every cut.
+//! * `compact ID INDEX`: ID snapshots its state at INDEX and forgets the
+//!   log up to it.
 //! * `status`, `log ID`.
 
 use std::collections::{BTreeSet, VecDeque};
@@ -50,6 +52,7 @@ enum Command {
     Step,
     Status,
     Log(NodeId),
+    Compact(NodeId, u64),
 }
 
 #[derive(Default)]
@@ -89,14 +92,38 @@ impl Cluster {
                 let ready = raw.ready();
                 let id = raw.id();
                 if let Some(s) = ready.soft_state {
-                    writeln!(out, "n{id} is {:?} in term {} (leader {})", s.role, s.term, fmt_id(s.leader))?;
+                    writeln!(
+                        out,
+                        "n{id} is {:?} in term {} (leader {})",
+                        s.role,
+                        s.term,
+                        fmt_id(s.leader)
+                    )?;
+                }
+                if let Some(meta) = &ready.snapshot {
+                    writeln!(
+                        out,
+                        "n{id} installs the snapshot at {}@{}",
+                        meta.index, meta.term
+                    )?;
+                    disk.install_snapshot(meta.index, meta.term);
                 }
                 disk.append(ready.hard_state, &ready.entries)?;
                 for e in &ready.committed_entries {
-                    writeln!(out, "n{id} applies {}@{} {}", e.index, e.term, fmt_data(&e.data))?;
+                    writeln!(
+                        out,
+                        "n{id} applies {}@{} {}",
+                        e.index,
+                        e.term,
+                        fmt_data(&e.data)
+                    )?;
                 }
                 for r in &ready.read_states {
-                    writeln!(out, "n{id} may serve read {} once index {} is applied", r.ctx, r.index)?;
+                    writeln!(
+                        out,
+                        "n{id} may serve read {} once index {} is applied",
+                        r.ctx, r.index
+                    )?;
                 }
                 for r in &ready.read_failures {
                     writeln!(out, "n{id} fails read {}", r.ctx)?;
@@ -108,13 +135,24 @@ impl Cluster {
         for m in std::mem::take(&mut self.queue) {
             moved = true;
             if self.cut.contains(&(m.from, m.to)) {
-                writeln!(out, "n{} -> n{} {} dropped (partition)", m.from, m.to, m.body.name())?;
+                writeln!(
+                    out,
+                    "n{} -> n{} {} dropped (partition)",
+                    m.from,
+                    m.to,
+                    m.body.name()
+                )?;
                 continue;
             }
             writeln!(out, "{}", fmt_msg(&m))?;
-            let to = m.to;
+            let (from, to) = (m.from, m.to);
+            let snapshot = matches!(m.body, MessageBody::InstallSnapshot { .. });
             if let Err(e) = self.node(to)?.step(m) {
                 writeln!(out, "n{to} drops it: {e}")?;
+            }
+            if snapshot {
+                // The transport reports the transfer's outcome.
+                self.node(from)?.report_snapshot(to, true);
             }
         }
         Ok(moved)
@@ -135,29 +173,66 @@ fn fmt_data(data: &Bytes) -> String {
 
 fn fmt_msg(m: &Message) -> String {
     let body = match &m.body {
-        MessageBody::PreVote { last_index, last_term } => format!("PreVote last={last_index}@{last_term}"),
+        MessageBody::PreVote {
+            last_index,
+            last_term,
+        } => format!("PreVote last={last_index}@{last_term}"),
         MessageBody::PreVoteResponse { granted } => format!("PreVoteResponse granted={granted}"),
-        MessageBody::Vote { last_index, last_term, transfer } => {
-            format!("Vote last={last_index}@{last_term}{}", if *transfer { " transfer" } else { "" })
+        MessageBody::Vote {
+            last_index,
+            last_term,
+            transfer,
+        } => {
+            format!(
+                "Vote last={last_index}@{last_term}{}",
+                if *transfer { " transfer" } else { "" }
+            )
         }
         MessageBody::VoteResponse { granted } => format!("VoteResponse granted={granted}"),
-        MessageBody::Append { prev_index, prev_term, entries, commit } => {
-            let list: Vec<String> = entries.iter().map(|e| format!("{}@{}", e.index, e.term)).collect();
-            format!("Append prev={prev_index}@{prev_term} entries=[{}] commit={commit}", list.join(" "))
+        MessageBody::Append {
+            prev_index,
+            prev_term,
+            entries,
+            commit,
+        } => {
+            let list: Vec<String> = entries
+                .iter()
+                .map(|e| format!("{}@{}", e.index, e.term))
+                .collect();
+            format!(
+                "Append prev={prev_index}@{prev_term} entries=[{}] commit={commit}",
+                list.join(" ")
+            )
         }
-        MessageBody::AppendResponse { index, reject: None } => format!("AppendResponse ok index={index}"),
-        MessageBody::AppendResponse { index, reject: Some(h) } => format!(
+        MessageBody::AppendResponse {
+            index,
+            reject: None,
+        } => format!("AppendResponse ok index={index}"),
+        MessageBody::AppendResponse {
+            index,
+            reject: Some(h),
+        } => format!(
             "AppendResponse reject index={index} hint: conflict_term={} conflict_index={}",
             h.conflict_term.map_or("none".into(), |t| t.to_string()),
             h.conflict_index
         ),
-        MessageBody::Heartbeat { commit, read_seq } => format!("Heartbeat commit={commit} read_seq={read_seq}"),
-        MessageBody::HeartbeatResponse { read_seq } => format!("HeartbeatResponse read_seq={read_seq}"),
+        MessageBody::Heartbeat { commit, read_seq } => {
+            format!("Heartbeat commit={commit} read_seq={read_seq}")
+        }
+        MessageBody::HeartbeatResponse { read_seq } => {
+            format!("HeartbeatResponse read_seq={read_seq}")
+        }
         MessageBody::ReadIndex { ctx } => format!("ReadIndex ctx={ctx}"),
         MessageBody::ReadIndexResponse { ctx, index } => {
-            format!("ReadIndexResponse ctx={ctx} index={}", index.map_or("refused".into(), |i| i.to_string()))
+            format!(
+                "ReadIndexResponse ctx={ctx} index={}",
+                index.map_or("refused".into(), |i| i.to_string())
+            )
         }
         MessageBody::TimeoutNow => "TimeoutNow".into(),
+        MessageBody::InstallSnapshot { meta } => {
+            format!("InstallSnapshot index={} term={}", meta.index, meta.term)
+        }
     };
     format!("n{} -> n{} term {} {body}", m.from, m.to, m.term)
 }
@@ -170,11 +245,19 @@ struct Runner {
 impl goldenscript::Runner for Runner {
     type Command = Command;
 
-    fn run(&mut self, command: &Command, _: &goldenscript::Context) -> Result<String, Box<dyn Error>> {
+    fn run(
+        &mut self,
+        command: &Command,
+        _: &goldenscript::Context,
+    ) -> Result<String, Box<dyn Error>> {
         let mut out = String::new();
         let c = &mut self.cluster;
         match command {
-            Command::Cluster { nodes, pre_vote, check_quorum } => {
+            Command::Cluster {
+                nodes,
+                pre_vote,
+                check_quorum,
+            } => {
                 *c = Cluster::default();
                 for id in 1..=*nodes {
                     let mut config = Config::new(id);
@@ -184,7 +267,8 @@ impl goldenscript::Runner for Runner {
                         membership: Membership::with_voters(1..=*nodes),
                         ..Default::default()
                     };
-                    c.nodes.push((RawNode::new(config, restored)?, MemStorage::new()));
+                    c.nodes
+                        .push((RawNode::new(config, restored)?, MemStorage::new()));
                 }
             }
             Command::Campaign(id) => c.node(*id)?.campaign(),
@@ -194,12 +278,10 @@ impl goldenscript::Runner for Runner {
                 }
             }
             Command::Stabilize => c.stabilize(&mut out)?,
-            Command::Propose(id, data) => {
-                match c.node(*id)?.propose(Bytes::from(data.clone())) {
-                    Ok(index) => writeln!(out, "n{id} accepts the proposal at index {index}")?,
-                    Err(e) => writeln!(out, "n{id} refuses the proposal: {e}")?,
-                }
-            }
+            Command::Propose(id, data) => match c.node(*id)?.propose(Bytes::from(data.clone())) {
+                Ok(index) => writeln!(out, "n{id} accepts the proposal at index {index}")?,
+                Err(e) => writeln!(out, "n{id} refuses the proposal: {e}")?,
+            },
             Command::Read(id, ctx) => {
                 if let Err(e) = c.node(*id)?.read_index(*ctx) {
                     writeln!(out, "n{id} refuses read {ctx}: {e}")?;
@@ -243,6 +325,16 @@ impl goldenscript::Runner for Runner {
                     )?;
                 }
             }
+            Command::Compact(id, index) => {
+                let (raw, disk) = &mut c.nodes[(*id - 1) as usize];
+                match raw.compact(*index) {
+                    Ok(()) => {
+                        disk.purge(*index)?;
+                        writeln!(out, "n{id} compacts its log up to {index}")?;
+                    }
+                    Err(e) => writeln!(out, "n{id} refuses to compact: {e}")?,
+                }
+            }
             Command::Log(id) => {
                 let raw = c.node(*id)?;
                 let log = raw.log();
@@ -250,7 +342,15 @@ impl goldenscript::Runner for Runner {
                     .filter_map(|i| log.entry(i))
                     .map(|e| format!("{}@{} {}", e.index, e.term, fmt_data(&e.data)))
                     .collect();
-                writeln!(out, "n{id} log: {}", if entries.is_empty() { "(empty)".into() } else { entries.join(", ") })?;
+                writeln!(
+                    out,
+                    "n{id} log: {}",
+                    if entries.is_empty() {
+                        "(empty)".into()
+                    } else {
+                        entries.join(", ")
+                    }
+                )?;
             }
         }
         Ok(out)
@@ -261,7 +361,10 @@ macro_rules! scenario {
     ($name:ident) => {
         #[test]
         fn $name() -> std::io::Result<()> {
-            goldenscript::run(&mut Runner::default(), concat!("tests/scenarios/", stringify!($name)))
+            goldenscript::run(
+                &mut Runner::default(),
+                concat!("tests/scenarios/", stringify!($name)),
+            )
         }
     };
 }
@@ -273,3 +376,4 @@ scenario!(check_quorum);
 scenario!(log_repair);
 scenario!(read_index);
 scenario!(leader_transfer);
+scenario!(snapshot);

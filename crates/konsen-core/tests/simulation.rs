@@ -66,10 +66,16 @@ fn seven_nodes_b() {
 /// default 3); does nothing without it.
 #[test]
 fn replay() {
-    let Some(seed) = std::env::var("KONSEN_SIM_SEED").ok().and_then(|s| s.parse().ok()) else {
+    let Some(seed) = std::env::var("KONSEN_SIM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    else {
         return;
     };
-    let nodes = std::env::var("KONSEN_SIM_NODES").ok().and_then(|s| s.parse().ok()).unwrap_or(3);
+    let nodes = std::env::var("KONSEN_SIM_NODES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
     match run_seed(SimOptions {
         nodes,
         seed,

@@ -1,1 +1,76 @@
-//! placeholder
+//! konsen-storage: a node's durable state on RocksDB: the Raft log, the
+//! hard state, the node's identity, and the key-value state machine.
+//!
+//! This is the only crate that touches the disk. The server opens a data
+//! dir with [`RocksStore::open`], restarts the core from
+//! [`LogStore`]'s `load()` (a [`konsen_core::storage::StoredLog`]) and
+//! [`KvStore::applied_index`], then for each `Ready` appends to the
+//! [`LogStore`] (the core's [`konsen_core::storage::Storage`] trait) and
+//! applies committed entries to the [`KvStore`].
+//!
+//! # Layout
+//!
+//! One RocksDB database per node, with these column families:
+//!
+//! | column family | key                        | value                                              |
+//! |---------------|----------------------------|----------------------------------------------------|
+//! | `log`         | index, `u64` big-endian    | entry: version, kind, term, data                   |
+//! | `meta`        | `identity`                 | version, cluster id, node id                       |
+//! | `meta`        | `hard_state`               | version, term, vote, commit                        |
+//! | `meta`        | `purged`                   | version, last purged index and its term            |
+//! | `meta`        | `kv_state`                 | version, applied index, revision                   |
+//! | `kv`          | the user's key             | version, create/mod revision, version, lease, value |
+//!
+//! Big-endian index keys make RocksDB's byte order the log's order, so a
+//! suffix or prefix of the log is one `delete_range`. Every value starts
+//! with a format version byte (see `codec.rs`); log entry payloads are
+//! [`Command`]s with their own versioned format (see `command.rs`).
+//!
+//! # Durability rules
+//!
+//! * **The log is synced before `append` returns.** A `Ready`'s hard state
+//!   and entries go into one `WriteBatch`, written with `sync` on: a vote, a
+//!   term or an entry is on disk before the node acts on it, and one fsync
+//!   covers the whole batch (group commit). Only
+//!   [`StorageOptions::unsafe_no_fsync`] turns this off.
+//! * **The applied index is written with the data it produced.** A batch
+//!   of committed entries, the new applied index and the new revision are
+//!   one `WriteBatch`, so the state machine on disk is always the log
+//!   applied up to its applied index. That write is not synced: the entries
+//!   are in the synced log, and after a crash they are applied again from
+//!   the recorded applied index (never twice: entries at or below it are
+//!   skipped).
+//! * **Damage is reported, never repaired.** The database is opened with
+//!   paranoid checks and read with checksum verification; a new database is
+//!   created only in a missing or empty directory; a data dir of another
+//!   cluster or node is refused. Each of these errors names the path.
+//!
+//! # Files
+//!
+//! * `store.rs`: opening a data dir, the identity check, [`RocksStore`].
+//! * `db.rs`: RocksDB options, column families, keys, read/write helpers.
+//! * `log.rs`: [`LogStore`], the Raft log.
+//! * `kv.rs`: [`KvStore`] and applying entries; `range.rs`: reads.
+//! * `command.rs`: [`Command`], the log entry payload.
+//! * `codec.rs`: the on-disk record formats.
+//! * `options.rs`, `error.rs`: settings and errors.
+
+mod codec;
+mod command;
+mod db;
+mod error;
+mod kv;
+mod log;
+mod options;
+mod range;
+mod store;
+
+pub use command::Command;
+pub use error::{DecodeError, RequestError, StorageError};
+pub use kv::{
+    ApplyOutcome, ApplyResult, DeleteRangeResult, KeyValue, KvStore, PutResult, REVISION_INITIAL,
+};
+pub use log::LogStore;
+pub use options::{REQUEST_BYTES_MAX_DEFAULT, StorageOptions};
+pub use range::{RangeRequest, RangeResponse};
+pub use store::{NodeIdentity, RocksStore};

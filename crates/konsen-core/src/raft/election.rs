@@ -47,7 +47,13 @@ impl Raft {
         let term = if pre_vote { self.term + 1 } else { self.term };
         let (last_index, last_term) = (self.log.last_index(), self.log.last_term());
         let id = self.id;
-        let voters: Vec<NodeId> = self.membership.voters.iter().copied().filter(|&v| v != id).collect();
+        let voters: Vec<NodeId> = self
+            .membership
+            .voters
+            .iter()
+            .copied()
+            .filter(|&v| v != id)
+            .collect();
         for to in voters {
             let body = if pre_vote {
                 MessageBody::PreVote {

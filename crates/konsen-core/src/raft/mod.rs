@@ -17,7 +17,7 @@ use crate::log::RaftLog;
 use crate::progress::Progress;
 use crate::types::{
     HardState, Index, Membership, Message, MessageBody, NodeId, ReadFailure, ReadState, Role,
-    SoftState, Term,
+    SnapshotMeta, SoftState, Term,
 };
 
 pub(crate) use read::ReadQueue;
@@ -52,6 +52,8 @@ pub struct Raft {
     /// Leader only: bytes of entries proposed but not yet committed.
     uncommitted_bytes: usize,
     pub(crate) reads: ReadQueue,
+    /// Follower: a snapshot accepted but not yet handed to the driver.
+    pub(crate) pending_snapshot: Option<SnapshotMeta>,
     /// Outgoing messages, drained into each `Ready`.
     pub(crate) msgs: Vec<Message>,
     pub(crate) read_states: Vec<ReadState>,
@@ -85,6 +87,7 @@ impl Raft {
             committed_in_term: false,
             uncommitted_bytes: 0,
             reads: ReadQueue::default(),
+            pending_snapshot: None,
             msgs: Vec::new(),
             read_states: Vec::new(),
             read_failures: Vec::new(),
@@ -123,7 +126,9 @@ impl Raft {
     /// Whether this node heard from a leader recently enough to refuse
     /// votes for others (the lease that check-quorum makes safe).
     fn in_leader_lease(&self) -> bool {
-        self.cfg.check_quorum && self.leader.is_some() && self.election_elapsed < self.cfg.election_ticks
+        self.cfg.check_quorum
+            && self.leader.is_some()
+            && self.election_elapsed < self.cfg.election_ticks
     }
 
     /// Queues a message to `to` at the current term.
@@ -238,9 +243,10 @@ impl Raft {
     /// A message from a later term. Returns whether to go on handling it.
     fn step_higher_term(&mut self, m: &Message) -> bool {
         match m.body {
-            MessageBody::PreVote { .. } | MessageBody::Vote { transfer: false, .. }
-                if self.in_leader_lease() =>
-            {
+            MessageBody::PreVote { .. }
+            | MessageBody::Vote {
+                transfer: false, ..
+            } if self.in_leader_lease() => {
                 // Thesis 4.2.3: a node that hears from its leader ignores
                 // disruptive vote requests, without adopting their term.
                 false
@@ -249,7 +255,9 @@ impl Raft {
             // pre-vote answer carries the term the sender would campaign in.
             MessageBody::PreVote { .. } => true,
             MessageBody::PreVoteResponse { granted: true } => true,
-            MessageBody::Append { .. } | MessageBody::Heartbeat { .. } => {
+            MessageBody::Append { .. }
+            | MessageBody::Heartbeat { .. }
+            | MessageBody::InstallSnapshot { .. } => {
                 self.become_follower(m.term, Some(m.from));
                 true
             }
@@ -264,7 +272,9 @@ impl Raft {
     /// pre-candidate is told the current term so that it catches up.
     fn step_lower_term(&mut self, m: &Message) {
         match m.body {
-            MessageBody::Append { .. } | MessageBody::Heartbeat { .. }
+            MessageBody::Append { .. }
+            | MessageBody::Heartbeat { .. }
+            | MessageBody::InstallSnapshot { .. }
                 if self.cfg.check_quorum || self.cfg.pre_vote =>
             {
                 // Without this, a leader that was partitioned away never
@@ -306,7 +316,9 @@ impl Raft {
                     self.handle_vote_response(m.from, granted);
                 }
             }
-            MessageBody::Append { .. } | MessageBody::Heartbeat { .. }
+            MessageBody::Append { .. }
+            | MessageBody::Heartbeat { .. }
+            | MessageBody::InstallSnapshot { .. }
                 if self.role == Role::Leader =>
             {
                 // Two leaders in one term: only possible if two nodes share
@@ -343,6 +355,10 @@ impl Raft {
             MessageBody::ReadIndex { ctx } => self.handle_remote_read(m.from, ctx),
             MessageBody::ReadIndexResponse { ctx, index } => {
                 self.handle_read_index_response(ctx, index)
+            }
+            MessageBody::InstallSnapshot { meta } => {
+                self.follow(m.from);
+                self.handle_snapshot(m.from, meta);
             }
             MessageBody::TimeoutNow => {
                 if self.role != Role::Leader && self.is_voter() {
@@ -385,6 +401,14 @@ impl Raft {
         if m.term == 0 || m.term == Term::MAX {
             return malformed("term out of range");
         }
+        if let MessageBody::InstallSnapshot { meta } = &m.body
+            && (meta.index == 0
+                || meta.term == 0
+                || meta.term > m.term
+                || meta.membership.voters.is_empty())
+        {
+            return malformed("snapshot index, term or membership out of range");
+        }
         if let MessageBody::Append {
             prev_index,
             prev_term,
@@ -395,16 +419,14 @@ impl Raft {
             if *prev_term > m.term {
                 return malformed("prev_term above the message term");
             }
-            let mut expect_index = *prev_index + 1;
             let mut min_term = *prev_term;
-            for e in entries {
+            for (expect_index, e) in (*prev_index + 1..).zip(entries) {
                 if e.index != expect_index {
                     return malformed("entries are not contiguous after prev_index");
                 }
                 if e.term < min_term || e.term > m.term {
                     return malformed("entry terms out of order or above the message term");
                 }
-                expect_index += 1;
                 min_term = e.term;
             }
         }

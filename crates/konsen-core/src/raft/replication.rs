@@ -5,7 +5,9 @@ use bytes::Bytes;
 
 use crate::config::NegativeControl;
 use crate::error::{ProposeError, StepError, TransferError};
-use crate::types::{Entry, EntryKind, Index, MessageBody, NodeId, RejectHint, Role, Term};
+use crate::types::{
+    Entry, EntryKind, Index, MessageBody, NodeId, RejectHint, Role, SnapshotMeta, Term,
+};
 
 use super::Raft;
 
@@ -29,7 +31,9 @@ impl Raft {
             data,
         };
         let size = entry.size_bytes();
-        if self.uncommitted_bytes > 0 && self.uncommitted_bytes + size > self.cfg.uncommitted_bytes_max {
+        if self.uncommitted_bytes > 0
+            && self.uncommitted_bytes + size > self.cfg.uncommitted_bytes_max
+        {
             return Err(ProposeError::Backpressure {
                 pending: self.uncommitted_bytes,
                 max: self.cfg.uncommitted_bytes_max,
@@ -44,7 +48,12 @@ impl Raft {
     /// Sends what each follower is missing (and the commit index, if it
     /// moved), within flow-control limits.
     pub(crate) fn broadcast_append(&mut self) {
-        let peers: Vec<NodeId> = self.progress.keys().copied().filter(|&p| p != self.id).collect();
+        let peers: Vec<NodeId> = self
+            .progress
+            .keys()
+            .copied()
+            .filter(|&p| p != self.id)
+            .collect();
         for peer in peers {
             self.send_append(peer, false);
         }
@@ -68,13 +77,13 @@ impl Raft {
         }
         let prev_index = pr.next_index - 1;
         let Some(prev_term) = self.log.term(prev_index) else {
-            // The follower needs entries this node has compacted away; it
-            // must be sent a snapshot. Snapshot transfer is not part of the
-            // protocol yet, and the log is never compacted without it.
-            return false;
+            // The follower needs entries compacted away behind a snapshot.
+            self.send_snapshot(to);
+            return true;
         };
         let entries = if has_entries {
-            self.log.slice(pr.next_index, last, self.cfg.entries_bytes_max)
+            self.log
+                .slice(pr.next_index, last, self.cfg.entries_bytes_max)
         } else {
             Vec::new()
         };
@@ -92,6 +101,67 @@ impl Raft {
             },
         );
         true
+    }
+
+    /// Tells `to` to install the snapshot at the compaction point. The
+    /// driver attaches the snapshot's data.
+    fn send_snapshot(&mut self, to: NodeId) {
+        let meta = SnapshotMeta {
+            index: self.log.offset(),
+            term: self
+                .log
+                .term(self.log.offset())
+                .expect("the compaction point's term is kept"),
+            // Membership never changes yet, so the current one is the one
+            // at the snapshot's index.
+            membership: self.membership.clone(),
+        };
+        if let Some(pr) = self.progress.get_mut(&to) {
+            pr.sent_snapshot(meta.index);
+        }
+        self.send(to, MessageBody::InstallSnapshot { meta });
+    }
+
+    /// Follower: the leader sent a snapshot (its data already staged by the
+    /// driver). Installs it unless the log already covers it.
+    pub(super) fn handle_snapshot(&mut self, leader: NodeId, meta: SnapshotMeta) {
+        let committed = self.log.committed();
+        if meta.index <= committed {
+            self.send(
+                leader,
+                MessageBody::AppendResponse {
+                    index: committed,
+                    reject: None,
+                },
+            );
+            return;
+        }
+        if self.log.matches(meta.index, meta.term) {
+            // The log already holds the snapshot's last entry, so it holds
+            // everything before it too: just learn that it is committed.
+            self.log.commit_to(meta.index);
+        } else {
+            self.log.restore_snapshot(meta.index, meta.term);
+            self.membership = meta.membership.clone();
+            self.pending_snapshot = Some(meta.clone());
+        }
+        self.send(
+            leader,
+            MessageBody::AppendResponse {
+                index: meta.index,
+                reject: None,
+            },
+        );
+    }
+
+    /// The driver reports whether the snapshot sent to `to` arrived.
+    pub(crate) fn report_snapshot(&mut self, to: NodeId, delivered: bool) {
+        if self.role != Role::Leader {
+            return;
+        }
+        if let Some(pr) = self.progress.get_mut(&to) {
+            pr.snapshot_finished(delivered);
+        }
     }
 
     pub(super) fn broadcast_heartbeat(&mut self) {
@@ -137,7 +207,10 @@ impl Raft {
             }
             entries.drain(..(committed - prev_index) as usize);
             prev_index = committed;
-            prev_term = self.log.term(committed).expect("the commit point is in the log");
+            prev_term = self
+                .log
+                .term(committed)
+                .expect("the commit point is in the log");
         }
         if self.log.matches(prev_index, prev_term) {
             let last_new = prev_index + entries.len() as Index;
@@ -293,7 +366,8 @@ impl Raft {
             return false;
         }
         let current_term = self.log.term(quorum_index) == Some(self.term);
-        let unsafe_count = self.cfg.unsafe_negative_control == Some(NegativeControl::CommitOldTermByCount);
+        let unsafe_count =
+            self.cfg.unsafe_negative_control == Some(NegativeControl::CommitOldTermByCount);
         if !current_term && !unsafe_count {
             // Figure 8: counting replicas of an older term's entry does not
             // make it committed.
@@ -330,7 +404,10 @@ impl Raft {
             return Ok(());
         }
         self.transfer = Some((to, 0));
-        let caught_up = self.progress.get(&to).is_some_and(|p| p.match_index == self.log.last_index());
+        let caught_up = self
+            .progress
+            .get(&to)
+            .is_some_and(|p| p.match_index == self.log.last_index());
         if caught_up {
             self.send(to, MessageBody::TimeoutNow);
         } else {

@@ -17,8 +17,9 @@ pub struct Checker {
     /// the term of the entry before it. By induction on the index, equal
     /// (index, term) then implies identical prefixes.
     entries: BTreeMap<(Index, Term), (Term, Bytes)>,
-    /// State Machine Safety: what was applied at each index, anywhere.
-    applied_log: BTreeMap<Index, (Term, Bytes)>,
+    /// State Machine Safety: what was applied at each index, anywhere,
+    /// with the digest of the whole applied prefix up to it.
+    applied_log: BTreeMap<Index, (Term, Bytes, u64)>,
     /// Per node: the last index its state machine applied.
     applied: BTreeMap<NodeId, Index>,
     /// Leader Append-Only: for each node while leader, (term, last index,
@@ -35,9 +36,10 @@ impl Checker {
         Self::default()
     }
 
-    pub fn node_restarted(&mut self, id: NodeId) {
-        // The simulated state machine is volatile: it replays from index 1.
-        self.applied.insert(id, 0);
+    /// A node restarted with its state machine at `applied` (its last
+    /// snapshot, or 0: the simulated state machine is otherwise volatile).
+    pub fn node_restarted(&mut self, id: NodeId, applied: Index) {
+        self.applied.insert(id, applied);
         self.leader_tail.remove(&id);
         self.reads.retain(|(node, _), _| *node != id);
     }
@@ -57,10 +59,12 @@ impl Checker {
         if let Some(&other) = self.leaders.get(&term)
             && other != id
         {
-            return Err(format!("Election Safety: n{other} and n{id} both lead term {term}"));
+            return Err(format!(
+                "Election Safety: n{other} and n{id} both lead term {term}"
+            ));
         }
         self.leaders.insert(term, id);
-        for (&index, (entry_term, _)) in &self.applied_log {
+        for (&index, (entry_term, _, _)) in &self.applied_log {
             if raw.log().term(index) != Some(*entry_term) && index > raw.log().offset() {
                 return Err(format!(
                     "Leader Completeness: n{id} leads term {term} without committed entry {index} (term {entry_term}); \
@@ -74,7 +78,12 @@ impl Checker {
 
     /// Log Matching (§5.3) and Leader Append-Only (§5.3), checked on what a
     /// node is about to persist.
-    pub fn persisting(&mut self, raw: &RawNode, disk: &MemStorage, entries: &[Entry]) -> Result<(), String> {
+    pub fn persisting(
+        &mut self,
+        raw: &RawNode,
+        disk: &MemStorage,
+        entries: &[Entry],
+    ) -> Result<(), String> {
         let Some(first) = entries.first() else {
             return Ok(());
         };
@@ -104,7 +113,8 @@ impl Checker {
                 }
                 Some(_) => {}
                 None => {
-                    self.entries.insert((e.index, e.term), (prev, e.data.clone()));
+                    self.entries
+                        .insert((e.index, e.term), (prev, e.data.clone()));
                 }
             }
             prev_term = Some(e.term);
@@ -117,10 +127,13 @@ impl Checker {
     pub fn applied_entry(&mut self, id: NodeId, e: &Entry) -> Result<(), String> {
         let last = self.applied(id);
         if e.index != last + 1 {
-            return Err(format!("apply order: n{id} applied {} after {last}", e.index));
+            return Err(format!(
+                "apply order: n{id} applied {} after {last}",
+                e.index
+            ));
         }
         match self.applied_log.get(&e.index) {
-            Some((term, data)) if *term != e.term || *data != e.data => {
+            Some((term, data, _)) if *term != e.term || *data != e.data => {
                 return Err(format!(
                     "State Machine Safety: n{id} applies {:?} (term {}) at index {}, another node applied {:?} (term {term})",
                     e.data, e.term, e.index, data
@@ -128,10 +141,43 @@ impl Checker {
             }
             Some(_) => {}
             None => {
-                self.applied_log.insert(e.index, (e.term, e.data.clone()));
+                let prev = self.prefix_digest(e.index - 1).ok_or_else(|| {
+                    format!(
+                        "State Machine Safety: n{id} applies {} before anyone applied {}",
+                        e.index,
+                        e.index - 1
+                    )
+                })?;
+                self.applied_log
+                    .insert(e.index, (e.term, e.data.clone(), digest(prev, e)));
             }
         }
         self.applied.insert(id, e.index);
+        Ok(())
+    }
+
+    /// The digest of the state after applying everything up to `index`.
+    pub fn prefix_digest(&self, index: Index) -> Option<u64> {
+        if index == 0 {
+            return Some(0);
+        }
+        self.applied_log.get(&index).map(|(_, _, d)| *d)
+    }
+
+    /// A node replaced its state by a snapshot at `index` with `state`
+    /// (its digest): it must equal what was applied up to there.
+    pub fn snapshot_installed(
+        &mut self,
+        id: NodeId,
+        index: Index,
+        state: u64,
+    ) -> Result<(), String> {
+        if self.prefix_digest(index) != Some(state) {
+            return Err(format!(
+                "State Machine Safety: n{id} installs a snapshot at {index} whose state differs from the applied history"
+            ));
+        }
+        self.applied.insert(id, index);
         Ok(())
     }
 
@@ -143,7 +189,10 @@ impl Checker {
     /// include every write committed before it began.
     pub fn read_released(&mut self, id: NodeId, rs: ReadState) -> Result<(), String> {
         let Some(must_see) = self.reads.remove(&(id, rs.ctx)) else {
-            return Err(format!("ReadIndex: n{id} released read {} that was not pending", rs.ctx));
+            return Err(format!(
+                "ReadIndex: n{id} released read {} that was not pending",
+                rs.ctx
+            ));
         };
         if rs.index < must_see {
             return Err(format!(
@@ -187,7 +236,7 @@ impl Checker {
             // consistently: every committed entry it holds matches the
             // applied history.
             let committed = log.committed();
-            if let Some((&index, (term, _))) = self.applied_log.range(..=committed).next_back()
+            if let Some((&index, (term, _, _))) = self.applied_log.range(..=committed).next_back()
                 && index > log.offset()
                 && log.term(index) != Some(*term)
             {
@@ -200,4 +249,12 @@ impl Checker {
         }
         Ok(())
     }
+}
+
+/// Folds one applied entry into a state digest.
+pub fn digest(prev: u64, e: &Entry) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (prev, e.index, e.term, &e.data[..]).hash(&mut h);
+    h.finish()
 }

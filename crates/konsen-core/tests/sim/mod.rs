@@ -14,13 +14,14 @@
 
 pub mod checker;
 
-use std::collections::{BTreeSet, BinaryHeap, VecDeque};
 use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, VecDeque};
 
 use bytes::Bytes;
 use konsen_core::storage::{MemStorage, Storage};
 use konsen_core::{
-    Config, Index, Membership, Message, NegativeControl, NodeId, RawNode, RestoredState, Role,
+    Config, Index, Membership, Message, MessageBody, NegativeControl, NodeId, RawNode,
+    RestoredState, Role, Term,
 };
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -31,7 +32,7 @@ use checker::Checker;
 /// arrive within a tick, as on a real network.
 const STEPS_PER_TICK: u64 = 10;
 /// Ticks of faults before the final heal.
-pub const FAULT_TICKS: u64 = 600;
+pub const FAULT_TICKS: u64 = 1500;
 /// After healing, ticks allowed until one leader is agreed on.
 pub const ELECT_BOUND_TICKS: u64 = 200;
 /// After a leader is agreed on, ticks allowed for proposals to commit and
@@ -62,7 +63,11 @@ pub struct Violation {
 
 impl std::fmt::Display for Violation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "violation with seed {} ({} nodes): {}", self.seed, self.nodes, self.message)?;
+        writeln!(
+            f,
+            "violation with seed {} ({} nodes): {}",
+            self.seed, self.nodes, self.message
+        )?;
         match self.negative_control {
             Some(control) => writeln!(f, "(negative control on: {control:?})")?,
             None => writeln!(
@@ -84,6 +89,22 @@ struct SimNode {
     raw: Option<RawNode>,
     disk: MemStorage,
     restarts: u64,
+    /// The state machine: applied index and digest of the applied prefix.
+    /// Volatile: lost in a crash.
+    state: (Index, u64),
+    /// The last snapshot taken or installed (index, term, state digest).
+    /// Durable, like the disk.
+    snapshot: Option<Snapshot>,
+    /// A snapshot received from the leader, waiting for the core to accept it.
+    staged: Option<Snapshot>,
+}
+
+/// A snapshot's contents in the simulation: the digest of the state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Snapshot {
+    index: Index,
+    term: Term,
+    state: u64,
 }
 
 /// A message on the wire, ordered by delivery step then send order.
@@ -94,8 +115,9 @@ struct InFlight {
     msg: WireMsg,
 }
 
+/// A message and, for `InstallSnapshot`, the snapshot sent beside it.
 #[derive(PartialEq, Eq)]
-struct WireMsg(Message);
+struct WireMsg(Message, Option<Snapshot>);
 
 impl PartialOrd for WireMsg {
     fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
@@ -137,6 +159,8 @@ pub struct Stats {
     pub entries_committed: u64,
     pub reads_served: u64,
     pub transfers: u64,
+    pub compactions: u64,
+    pub snapshots_installed: u64,
 }
 
 impl Sim {
@@ -167,6 +191,9 @@ impl Sim {
                 raw: None,
                 disk: MemStorage::new(),
                 restarts: 0,
+                state: (0, 0),
+                snapshot: None,
+                staged: None,
             });
             sim.start(id);
         }
@@ -182,21 +209,29 @@ impl Sim {
         let node = &mut self.nodes[(id - 1) as usize];
         let stored = node.disk.load().expect("memory storage loads");
         let mut config = Config::new(id);
-        config.seed = self.opts.seed.wrapping_mul(1_000_003).wrapping_add(id * 7919 + node.restarts);
+        config.seed = self
+            .opts
+            .seed
+            .wrapping_mul(1_000_003)
+            .wrapping_add(id * 7919 + node.restarts);
         config.inflight_msgs_max = 4;
         config.entries_bytes_max = 256;
         config.unsafe_negative_control = self.opts.negative_control;
+        // The state machine restarts from the last snapshot, if any.
+        node.state = node.snapshot.map_or((0, 0), |s| (s.index, s.state));
+        node.staged = None;
         let restored = RestoredState {
             hard_state: stored.hard_state,
             membership,
             snapshot_index: stored.purged_index,
             snapshot_term: stored.purged_term,
             entries: stored.entries,
-            applied: 0,
+            applied: node.state.0,
         };
         node.raw = Some(RawNode::new(config, restored).expect("restored state is valid"));
         node.restarts += 1;
-        self.checker.node_restarted(id);
+        let applied = node.state.0;
+        self.checker.node_restarted(id, applied);
     }
 
     fn crash(&mut self, id: NodeId) {
@@ -209,11 +244,16 @@ impl Sim {
         if self.trace.len() == TRACE_MAX {
             self.trace.pop_front();
         }
-        self.trace.push_back(format!("[tick {}] {line}", self.step_no / STEPS_PER_TICK));
+        self.trace
+            .push_back(format!("[tick {}] {line}", self.step_no / STEPS_PER_TICK));
     }
 
     fn live(&self) -> Vec<NodeId> {
-        self.nodes.iter().filter(|n| n.raw.is_some()).map(|n| n.id).collect()
+        self.nodes
+            .iter()
+            .filter(|n| n.raw.is_some())
+            .map(|n| n.id)
+            .collect()
     }
 
     fn violation(&self, message: String) -> Violation {
@@ -250,16 +290,27 @@ impl Sim {
         let mut targets = Vec::new();
         for _ in 0..FINAL_PROPOSALS {
             let value = self.fresh_value();
-            let raw = self.nodes[(leader - 1) as usize].raw.as_mut().expect("leader is live");
+            let raw = self.nodes[(leader - 1) as usize]
+                .raw
+                .as_mut()
+                .expect("leader is live");
             match raw.propose(value) {
                 Ok(index) => targets.push(index),
-                Err(e) => return Err(self.violation(format!("liveness: agreed leader n{leader} refused a proposal: {e}"))),
+                Err(e) => {
+                    return Err(self.violation(format!(
+                        "liveness: agreed leader n{leader} refused a proposal: {e}"
+                    )));
+                }
             }
         }
         let want = *targets.last().expect("proposed");
         for _ in 0..COMMIT_BOUND_TICKS * STEPS_PER_TICK {
             self.step(false)?;
-            if self.nodes.iter().all(|n| self.checker.applied(n.id) >= want) {
+            if self
+                .nodes
+                .iter()
+                .all(|n| self.checker.applied(n.id) >= want)
+            {
                 return Ok(());
             }
         }
@@ -316,7 +367,11 @@ impl Sim {
         let term = lead.term();
         self.nodes
             .iter()
-            .all(|n| n.raw.as_ref().is_some_and(|r| r.leader() == Some(leader) && r.term() == term))
+            .all(|n| {
+                n.raw
+                    .as_ref()
+                    .is_some_and(|r| r.leader() == Some(leader) && r.term() == term)
+            })
             .then_some(leader)
     }
 
@@ -333,9 +388,13 @@ impl Sim {
             self.inject_faults();
         }
         self.client_requests();
-        if self.step_no % STEPS_PER_TICK == 0 {
+        if self.step_no.is_multiple_of(STEPS_PER_TICK) {
             for id in self.live() {
-                self.nodes[(id - 1) as usize].raw.as_mut().expect("live").tick();
+                self.nodes[(id - 1) as usize]
+                    .raw
+                    .as_mut()
+                    .expect("live")
+                    .tick();
             }
         }
         self.deliver()?;
@@ -353,7 +412,10 @@ impl Sim {
         if r < 0.0004 && down < ((n - 1) / 2) as usize {
             // Crash the leader half the time: that is where bugs hide.
             let leader = live.iter().copied().find(|&id| {
-                self.nodes[(id - 1) as usize].raw.as_ref().is_some_and(|r| r.role() == Role::Leader)
+                self.nodes[(id - 1) as usize]
+                    .raw
+                    .as_ref()
+                    .is_some_and(|r| r.role() == Role::Leader)
             });
             let victim = match leader {
                 Some(l) if self.rng.random_bool(0.5) => l,
@@ -372,7 +434,28 @@ impl Sim {
             self.cut.clear();
         } else if r < 0.0041 {
             self.transfer_leader();
+        } else if r < 0.0061 && !live.is_empty() {
+            let id = live[self.rng.random_range(0..live.len())];
+            self.compact(id);
         }
+    }
+
+    /// Node `id` snapshots its state machine and compacts its log up to it.
+    fn compact(&mut self, id: NodeId) {
+        let node = &mut self.nodes[(id - 1) as usize];
+        let raw = node.raw.as_mut().expect("live");
+        let (index, state) = node.state;
+        if index <= raw.log().offset() || raw.compact(index).is_err() {
+            return;
+        }
+        let term = raw
+            .log()
+            .term(index)
+            .expect("the compaction point's term is kept");
+        node.disk.purge(index).expect("compaction point is stored");
+        node.snapshot = Some(Snapshot { index, term, state });
+        self.stats.compactions += 1;
+        self.event(format!("n{id} snapshots at {index} and compacts its log"));
     }
 
     fn partition(&mut self) {
@@ -453,7 +536,22 @@ impl Sim {
     }
 
     fn send(&mut self, msg: Message) {
+        let snapshot = match &msg.body {
+            MessageBody::InstallSnapshot { meta } => {
+                let snap = self.nodes[(msg.from - 1) as usize].snapshot;
+                assert!(
+                    snap.is_some_and(|s| s.index == meta.index && s.term == meta.term),
+                    "sim: n{} asked to send snapshot {meta:?} but holds {snap:?}",
+                    msg.from
+                );
+                snap
+            }
+            _ => None,
+        };
         if self.cut.contains(&(msg.from, msg.to)) || self.rng.random_bool(self.loss) {
+            if snapshot.is_some() {
+                self.snapshot_lost(msg.from, msg.to);
+            }
             return;
         }
         let copies = if self.rng.random_bool(self.dup) { 2 } else { 1 };
@@ -467,25 +565,50 @@ impl Sim {
             self.net.push(Reverse(InFlight {
                 at: self.step_no + delay,
                 seq: self.send_seq,
-                msg: WireMsg(msg.clone()),
+                msg: WireMsg(msg.clone(), snapshot),
             }));
         }
     }
 
     fn deliver(&mut self) -> Result<(), Violation> {
-        while self.net.peek().is_some_and(|Reverse(m)| m.at <= self.step_no) {
-            let Reverse(InFlight { msg: WireMsg(msg), .. }) = self.net.pop().expect("peeked");
-            if self.cut.contains(&(msg.from, msg.to)) {
+        while self
+            .net
+            .peek()
+            .is_some_and(|Reverse(m)| m.at <= self.step_no)
+        {
+            let Reverse(InFlight {
+                msg: WireMsg(msg, snapshot),
+                ..
+            }) = self.net.pop().expect("peeked");
+            let target = &mut self.nodes[(msg.to - 1) as usize];
+            if self.cut.contains(&(msg.from, msg.to)) || target.raw.is_none() {
+                if snapshot.is_some() {
+                    self.snapshot_lost(msg.from, msg.to);
+                }
                 continue;
             }
-            let Some(raw) = self.nodes[(msg.to - 1) as usize].raw.as_mut() else {
-                continue;
-            };
+            let delivered_snapshot = snapshot.is_some();
+            if delivered_snapshot {
+                target.staged = snapshot;
+            }
+            let (from, to) = (msg.from, msg.to);
+            let raw = target.raw.as_mut().expect("live");
             if let Err(e) = raw.step(msg) {
                 return Err(self.violation(format!("a correct peer's message was refused: {e}")));
             }
+            if delivered_snapshot && let Some(sender) = self.nodes[(from - 1) as usize].raw.as_mut()
+            {
+                sender.report_snapshot(to, true);
+            }
         }
         Ok(())
+    }
+
+    /// The transport tells the sender that a snapshot did not arrive.
+    fn snapshot_lost(&mut self, from: NodeId, to: NodeId) {
+        if let Some(raw) = self.nodes[(from - 1) as usize].raw.as_mut() {
+            raw.report_snapshot(to, false);
+        }
     }
 
     /// Handles every `Ready` of node `id` the way a driver must.
@@ -498,21 +621,51 @@ impl Sim {
             }
             let ready = raw.ready();
             if let Some(soft) = ready.soft_state {
-                self.event(format!("n{id} {:?} term {} leader {:?}", soft.role, soft.term, soft.leader));
+                self.event(format!(
+                    "n{id} {:?} term {} leader {:?}",
+                    soft.role, soft.term, soft.leader
+                ));
                 if soft.role == Role::Leader {
                     let raw = self.nodes[idx].raw.as_ref().expect("live");
-                    self.checker.became_leader(raw).map_err(|e| self.violation(e))?;
+                    self.checker
+                        .became_leader(raw)
+                        .map_err(|e| self.violation(e))?;
                 }
+            }
+            if let Some(meta) = &ready.snapshot {
+                let node = &mut self.nodes[idx];
+                let snap = node
+                    .staged
+                    .take()
+                    .expect("a snapshot was staged before the core accepted it");
+                assert_eq!(
+                    (snap.index, snap.term),
+                    (meta.index, meta.term),
+                    "sim: staged snapshot mismatch"
+                );
+                node.disk.install_snapshot(meta.index, meta.term);
+                node.snapshot = Some(snap);
+                node.state = (snap.index, snap.state);
+                self.stats.snapshots_installed += 1;
+                self.checker
+                    .snapshot_installed(id, snap.index, snap.state)
+                    .map_err(|e| self.violation(e))?;
+                self.event(format!("n{id} installs snapshot at {}", meta.index));
             }
             // Thesis 10.2.1: the leader's appends may leave before its disk
             // write. Sometimes crash in between.
-            let (early, late): (Vec<Message>, Vec<Message>) =
-                ready.messages.into_iter().partition(|m| m.may_send_before_persist());
+            let (early, late): (Vec<Message>, Vec<Message>) = ready
+                .messages
+                .into_iter()
+                .partition(|m| m.may_send_before_persist());
             for m in early {
                 self.send(m);
             }
             if self.faults_on && !ready.entries.is_empty() && self.rng.random_bool(0.001) {
-                self.event(format!("n{id} crashes before persisting {} entries", ready.entries.len()));
+                self.event(format!(
+                    "n{id} crashes before persisting {} entries",
+                    ready.entries.len()
+                ));
                 self.crash(id);
                 return Ok(());
             }
@@ -526,11 +679,17 @@ impl Sim {
                 self.send(m);
             }
             for e in &ready.committed_entries {
-                self.checker.applied_entry(id, e).map_err(|e| self.violation(e))?;
+                self.checker
+                    .applied_entry(id, e)
+                    .map_err(|e| self.violation(e))?;
+                let node = &mut self.nodes[idx];
+                node.state = (e.index, checker::digest(node.state.1, e));
                 self.stats.entries_committed += 1;
             }
             for rs in &ready.read_states {
-                self.checker.read_released(id, *rs).map_err(|e| self.violation(e))?;
+                self.checker
+                    .read_released(id, *rs)
+                    .map_err(|e| self.violation(e))?;
                 self.stats.reads_served += 1;
             }
             for rf in &ready.read_failures {

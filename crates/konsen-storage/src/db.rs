@@ -1,0 +1,181 @@
+//! The RocksDB database under a node's data dir: how it is opened, its
+//! column families and fixed keys, and the read and write helpers every
+//! part of the store goes through (checksummed reads, errors that name the
+//! path).
+
+use std::path::{Path, PathBuf};
+
+use rocksdb::{
+    ColumnFamily, ColumnFamilyDescriptor, DB, DBRawIterator, DBRecoveryMode, ErrorKind, Options,
+    ReadOptions, WriteBatch, WriteOptions,
+};
+
+use crate::error::{DecodeError, StorageError};
+
+/// The Raft log: `u64` big-endian index → encoded entry.
+pub(crate) const CF_LOG: &str = "log";
+/// Small records: identity, hard state, purge point, state machine position.
+pub(crate) const CF_META: &str = "meta";
+/// The key-value state: user key → encoded record.
+pub(crate) const CF_KV: &str = "kv";
+/// Every column family the database must have. RocksDB always has
+/// `default`; konsen leaves it empty.
+const CFS: [&str; 4] = ["default", CF_LOG, CF_META, CF_KV];
+
+/// Keys in [`CF_META`].
+pub(crate) const META_IDENTITY: &[u8] = b"identity";
+pub(crate) const META_HARD_STATE: &[u8] = b"hard_state";
+pub(crate) const META_PURGED: &[u8] = b"purged";
+pub(crate) const META_KV_STATE: &[u8] = b"kv_state";
+
+/// RocksDB's own info logs kept in the data dir.
+const INFO_LOG_FILES_MAX: usize = 8;
+
+/// An open database and the path it lives at.
+#[derive(Debug)]
+pub(crate) struct Db {
+    rocks: DB,
+    path: PathBuf,
+}
+
+impl Db {
+    /// Opens the database at `path`, creating it only if `fresh` (the
+    /// directory was new or empty). Every column family must already exist
+    /// in an existing database: a missing one means this is not a konsen
+    /// data dir, or a damaged one, and is refused rather than recreated.
+    pub(crate) fn open(path: &Path, fresh: bool) -> Result<Db, StorageError> {
+        let mut options = Options::default();
+        options.create_if_missing(fresh);
+        options.create_missing_column_families(fresh);
+        // Check everything RocksDB can check (file sizes, manifest, WAL
+        // records) and fail instead of working around damage.
+        options.set_paranoid_checks(true);
+        // After a crash, replay the WAL up to the first bad record: a torn
+        // tail is the unsynced write the crash interrupted, and every synced
+        // write lies before it.
+        options.set_wal_recovery_mode(DBRecoveryMode::PointInTime);
+        options.set_keep_log_file_num(INFO_LOG_FILES_MAX);
+        let cfs = CFS.map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+        let rocks = DB::open_cf_descriptors(&options, path, cfs).map_err(|source| {
+            if source.kind() == ErrorKind::Corruption {
+                StorageError::Corruption {
+                    path: path.to_path_buf(),
+                    detail: source.into_string(),
+                }
+            } else {
+                StorageError::Open {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            }
+        })?;
+        Ok(Db {
+            rocks,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn cf(&self, name: &str) -> &ColumnFamily {
+        self.rocks
+            .cf_handle(name)
+            .unwrap_or_else(|| panic!("column family {name} was opened with the database"))
+    }
+
+    /// Maps a RocksDB error to ours: corruption is reported as such, and
+    /// both name the data dir.
+    pub(crate) fn error(&self, source: rocksdb::Error) -> StorageError {
+        if source.kind() == ErrorKind::Corruption {
+            self.corruption(source.into_string())
+        } else {
+            StorageError::Rocks {
+                path: self.path.clone(),
+                source,
+            }
+        }
+    }
+
+    pub(crate) fn corruption(&self, detail: impl Into<String>) -> StorageError {
+        StorageError::Corruption {
+            path: self.path.clone(),
+            detail: detail.into(),
+        }
+    }
+
+    /// A record read back from disk that does not decode: the disk or a
+    /// bug damaged it.
+    pub(crate) fn undecodable(
+        &self,
+        where_: impl std::fmt::Display,
+        err: DecodeError,
+    ) -> StorageError {
+        self.corruption(format!("{where_}: {err}"))
+    }
+
+    /// Read options for every read: verify block checksums.
+    pub(crate) fn read_options() -> ReadOptions {
+        let mut options = ReadOptions::default();
+        options.set_verify_checksums(true);
+        options
+    }
+
+    pub(crate) fn get(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        self.rocks
+            .get_cf_opt(self.cf(cf), key, &Self::read_options())
+            .map_err(|e| self.error(e))
+    }
+
+    /// A checksummed iterator over `cf`, bounded to `[lower, upper)`.
+    pub(crate) fn iter(&self, cf: &str, lower: &[u8], upper: Option<&[u8]>) -> DBRawIterator<'_> {
+        let mut options = Self::read_options();
+        options.set_iterate_lower_bound(lower);
+        if let Some(upper) = upper {
+            options.set_iterate_upper_bound(upper);
+        }
+        self.rocks.raw_iterator_cf_opt(self.cf(cf), options)
+    }
+
+    /// Writes `batch` atomically; with `sync`, fsyncs the WAL before
+    /// returning.
+    pub(crate) fn write(&self, batch: WriteBatch, sync: bool) -> Result<(), StorageError> {
+        let mut options = WriteOptions::default();
+        options.set_sync(sync);
+        self.rocks
+            .write_opt(batch, &options)
+            .map_err(|e| self.error(e))
+    }
+
+    /// Approximate bytes the database takes: table files plus memtables
+    /// over every column family.
+    pub(crate) fn size_bytes(&self) -> Result<u64, StorageError> {
+        let mut total = 0u64;
+        for name in CFS {
+            let cf = self.cf(name);
+            for property in [
+                "rocksdb.total-sst-files-size",
+                "rocksdb.cur-size-all-mem-tables",
+            ] {
+                let value = self
+                    .rocks
+                    .property_int_value_cf(cf, property)
+                    .map_err(|e| self.error(e))?;
+                total += value.unwrap_or(0);
+            }
+        }
+        Ok(total)
+    }
+
+    /// Flushes every memtable to table files (tests use it to get data into
+    /// `.sst` files).
+    pub(crate) fn flush(&self) -> Result<(), StorageError> {
+        for name in CFS {
+            self.rocks
+                .flush_cf(self.cf(name))
+                .map_err(|e| self.error(e))?;
+        }
+        Ok(())
+    }
+}
