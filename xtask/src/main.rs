@@ -3,12 +3,28 @@
 //! written in Rust so they run wherever cargo does.
 //!
 //! Commands:
+//! * `dist`: release binaries and one folder per node of `conf/cluster.yml`
+//!   (config, `bootstrap.sh`, systemd unit), ready to copy to machines.
+//! * `local`: a cluster of N nodes on 127.0.0.1, logs in one terminal,
+//!   stopped with Ctrl-C.
 //! * `bench core`: throughput of the Raft core alone (3 nodes in one
 //!   process, in-memory logs).
+//!
+//! # Layout
+//!
+//! * `cluster_file.rs`: reading and checking the cluster file.
+//! * `cargo.rs`: running cargo, the target directory, the release build.
+//! * `dist.rs`, `local.rs`, `bench.rs`: one command each.
 
-use std::process::Command;
+mod bench;
+mod cargo;
+mod cluster_file;
+mod dist;
+mod local;
 
-use anyhow::{Context, Result, bail};
+use std::path::PathBuf;
+
+use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -20,6 +36,39 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Builds release binaries and writes one folder per node of the
+    /// cluster file (binaries, konsen.yml, bootstrap.sh, konsen.service).
+    Dist {
+        /// The cluster file. Default: conf/cluster.yml of the workspace.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Where the node folders go. Default: output/ in the workspace.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Take konsen-server and konsen-cli from DIR instead of building.
+        #[arg(long, value_name = "DIR")]
+        bin_dir: Option<PathBuf>,
+        /// Where a node folder's files will live on its machine (the paths
+        /// in konsen.service).
+        #[arg(long, default_value = dist::INSTALL_DIR_DEFAULT)]
+        install_dir: String,
+    },
+    /// Runs a cluster on 127.0.0.1 until Ctrl-C, logs prefixed by node.
+    Local {
+        /// How many nodes.
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        /// Node i listens on base-port + i - 1.
+        #[arg(long, default_value_t = 10001)]
+        base_port: u16,
+        /// Take konsen-server and konsen-cli from DIR instead of building.
+        #[arg(long, value_name = "DIR")]
+        bin_dir: Option<PathBuf>,
+        /// Where configs and data go (emptied first). Default:
+        /// konsen-local/ in the target directory.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Runs a benchmark.
     Bench {
         #[command(subcommand)]
@@ -42,28 +91,33 @@ enum Bench {
 
 fn main() -> Result<()> {
     match Cli::parse().command {
+        Cmd::Dist {
+            config,
+            out,
+            bin_dir,
+            install_dir,
+        } => {
+            let root = cargo::workspace_root();
+            dist::run(&dist::Options {
+                config: config.unwrap_or_else(|| root.join("conf/cluster.yml")),
+                out: out.unwrap_or_else(|| root.join("output")),
+                bin_dir,
+                install_dir,
+            })
+        }
+        Cmd::Local {
+            nodes,
+            base_port,
+            bin_dir,
+            dir,
+        } => local::run(&local::Options {
+            nodes,
+            base_port,
+            bin_dir,
+            dir,
+        }),
         Cmd::Bench {
             which: Bench::Core { secs, batch },
-        } => cargo(
-            &["bench", "-p", "konsen-core", "--bench", "core"],
-            &[("KONSEN_BENCH_SECS", secs), ("KONSEN_BENCH_BATCH", batch)],
-        ),
+        } => bench::core(secs, batch),
     }
-}
-
-/// Runs cargo with `args`, failing if it fails.
-fn cargo(args: &[&str], env: &[(&str, u64)]) -> Result<()> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(&cargo);
-    cmd.args(args);
-    for (k, v) in env {
-        cmd.env(k, v.to_string());
-    }
-    let status = cmd
-        .status()
-        .with_context(|| format!("running {cargo} {}", args.join(" ")))?;
-    if !status.success() {
-        bail!("{cargo} {} failed: {status}", args.join(" "));
-    }
-    Ok(())
 }
