@@ -9,12 +9,15 @@
 //!   stopped with Ctrl-C.
 //! * `bench core`: throughput of the Raft core alone (3 nodes in one
 //!   process, in-memory logs).
+//! * `bench vs-etcd`: the same load against etcd and konsen clusters on
+//!   this machine, side by side.
 //!
 //! # Layout
 //!
 //! * `cluster_file.rs`: reading and checking the cluster file.
 //! * `cargo.rs`: running cargo, the target directory, the release build.
-//! * `dist.rs`, `local.rs`, `bench.rs`: one command each.
+//! * `dist.rs`, `local.rs`, `bench.rs`, `vs_etcd.rs`: one command each.
+//! * `linearizability.rs`: the history checker of the fault-injection suite.
 
 mod bench;
 mod cargo;
@@ -25,6 +28,7 @@ mod local;
 // chaos`) is not written yet, so only its tests use it for now.
 #[cfg_attr(not(test), allow(dead_code))]
 mod linearizability;
+mod vs_etcd;
 
 use std::path::PathBuf;
 
@@ -91,6 +95,16 @@ enum Bench {
         #[arg(long, default_value_t = 1024)]
         batch: u64,
     },
+    /// The same load against 3-node etcd and konsen clusters on this
+    /// machine; prints konsen/etcd ratios.
+    VsEtcd {
+        /// Seconds per row.
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        /// Take konsen-server and konsen-bench from DIR instead of building.
+        #[arg(long, value_name = "DIR")]
+        bin_dir: Option<PathBuf>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -123,5 +137,11 @@ fn main() -> Result<()> {
         Cmd::Bench {
             which: Bench::Core { secs, batch },
         } => bench::core(secs, batch),
+        Cmd::Bench {
+            which: Bench::VsEtcd { duration, bin_dir },
+        } => vs_etcd::run(&vs_etcd::Options {
+            duration_secs: duration,
+            bin_dir,
+        }),
     }
 }

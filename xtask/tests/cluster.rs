@@ -172,7 +172,6 @@ fn dist_folders_form_a_working_cluster() {
 /// The readiness signal the systemd unit waits for (`Type=notify`): with
 /// `NOTIFY_SOCKET` set, the node sends `READY=1` once it listens.
 #[test]
-#[ignore = "until konsen-server's main calls notify::ready() (crates/konsen-server/src/notify.rs)"]
 fn node_tells_systemd_it_is_ready() {
     let tmp = tempfile::Builder::new()
         .prefix("konsen-dist-notify-")

@@ -1,0 +1,421 @@
+//! konsen-bench: a load generator that speaks the etcd v3 API, so the same
+//! load runs against konsen and against etcd alike.
+//!
+//! `konsen-bench --endpoints A,B,C [--conns N] [--clients N]
+//! [--total N | --duration SECS] [--key-size B] [--val-size B]
+//! [--key-space N] [--target-leader] [--json] put | range [--serializable] | mix`
+//!
+//! Each client runs one request at a time, in a loop, over one of `conns`
+//! shared gRPC connections. Latencies go into an HDR histogram; the report
+//! gives throughput and p50, p90, p99, p99.9 and max. A progress bar shows
+//! on stderr while it runs.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use konsen_rpc::etcd::etcdserverpb::cluster_client::ClusterClient;
+use konsen_rpc::etcd::etcdserverpb::kv_client::KvClient;
+use konsen_rpc::etcd::etcdserverpb::maintenance_client::MaintenanceClient;
+use konsen_rpc::etcd::etcdserverpb::{MemberListRequest, PutRequest, RangeRequest, StatusRequest};
+use tonic::transport::{Channel, Endpoint};
+
+/// Clients one run may start.
+const CLIENTS_MAX: usize = 100_000;
+/// Connections one run may open.
+const CONNS_MAX: usize = 10_000;
+/// Histogram bounds: 1 µs to 60 s, 3 significant digits.
+const LATENCY_US_MAX: u64 = 60_000_000;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "konsen-bench",
+    about = "Load generator for the etcd v3 API (konsen or etcd)"
+)]
+struct Args {
+    /// Comma-separated host:port list.
+    #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:2379")]
+    endpoints: Vec<String>,
+    /// gRPC connections, shared by the clients round-robin.
+    #[arg(long, default_value_t = 1)]
+    conns: usize,
+    /// Concurrent clients, each with one request outstanding.
+    #[arg(long, default_value_t = 1)]
+    clients: usize,
+    /// Requests in all (default 10,000 unless --duration is given).
+    #[arg(long, conflicts_with = "duration")]
+    total: Option<u64>,
+    /// Seconds to run instead of a request count.
+    #[arg(long)]
+    duration: Option<u64>,
+    /// Key size in bytes.
+    #[arg(long, default_value_t = 8)]
+    key_size: usize,
+    /// Value size in bytes.
+    #[arg(long, default_value_t = 256)]
+    val_size: usize,
+    /// Distinct keys written and read.
+    #[arg(long, default_value_t = 1)]
+    key_space: u64,
+    /// Send everything to the leader (found with Maintenance.Status).
+    #[arg(long)]
+    target_leader: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Per-request deadline in seconds.
+    #[arg(long, default_value_t = 10)]
+    timeout: u64,
+    #[command(subcommand)]
+    workload: Workload,
+}
+
+#[derive(Subcommand, Debug, Clone, Copy)]
+enum Workload {
+    /// Puts only.
+    Put,
+    /// Ranges (single-key gets) only.
+    Range {
+        /// Serializable reads (local, possibly stale) instead of linearizable.
+        #[arg(long)]
+        serializable: bool,
+    },
+    /// Puts and linearizable ranges.
+    Mix {
+        /// Share of requests that are reads, 0 to 1.
+        #[arg(long, default_value_t = 0.5)]
+        read_ratio: f64,
+    },
+}
+
+#[derive(Debug)]
+struct Stop {
+    total: Option<u64>,
+    deadline: Option<Instant>,
+    issued: AtomicU64,
+    done: AtomicU64,
+}
+
+impl Stop {
+    /// Claims the next request, or says to stop.
+    fn next(&self) -> Option<u64> {
+        if self.deadline.is_some_and(|d| Instant::now() >= d) {
+            return None;
+        }
+        let n = self.issued.fetch_add(1, Ordering::Relaxed);
+        match self.total {
+            Some(total) if n >= total => None,
+            _ => Some(n),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct ClientResult {
+    latencies: Histogram<u64>,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    if args.clients == 0 || args.clients > CLIENTS_MAX {
+        bail!("--clients must be between 1 and {CLIENTS_MAX}");
+    }
+    if args.conns == 0 || args.conns > CONNS_MAX {
+        bail!("--conns must be between 1 and {CONNS_MAX}");
+    }
+    if args.key_size == 0 || args.key_space == 0 {
+        bail!("--key-size and --key-space must be at least 1");
+    }
+    if let Workload::Mix { read_ratio } = args.workload
+        && !(0.0..=1.0).contains(&read_ratio)
+    {
+        bail!("--read-ratio must be between 0 and 1");
+    }
+    let timeout = Duration::from_secs(args.timeout);
+    let endpoints = if args.target_leader {
+        vec![find_leader(&args.endpoints, timeout).await?]
+    } else {
+        args.endpoints.clone()
+    };
+    let mut channels = Vec::with_capacity(args.conns);
+    for i in 0..args.conns {
+        let ep = &endpoints[i % endpoints.len()];
+        channels.push(connect(ep, timeout).await?);
+    }
+    let total = match (args.total, args.duration) {
+        (Some(t), _) => Some(t),
+        (None, Some(_)) => None,
+        (None, None) => Some(10_000),
+    };
+    let stop = Arc::new(Stop {
+        total,
+        deadline: args
+            .duration
+            .map(|s| Instant::now() + Duration::from_secs(s)),
+        issued: AtomicU64::new(0),
+        done: AtomicU64::new(0),
+    });
+    let bar = progress_bar(total, args.duration);
+    let ticker = {
+        let (stop, bar) = (stop.clone(), bar.clone());
+        tokio::spawn(async move {
+            let started = Instant::now();
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                match total {
+                    Some(_) => bar.set_position(stop.done.load(Ordering::Relaxed)),
+                    None => bar.set_position(started.elapsed().as_secs()),
+                }
+            }
+        })
+    };
+    let value = vec![b'v'; args.val_size];
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(args.clients);
+    for c in 0..args.clients {
+        let kv = KvClient::new(channels[c % channels.len()].clone())
+            .max_decoding_message_size(64 * 1024 * 1024);
+        tasks.push(tokio::spawn(run_client(
+            kv,
+            c as u64,
+            args.workload,
+            args.key_size,
+            args.key_space,
+            value.clone(),
+            stop.clone(),
+        )));
+    }
+    let mut latencies = Histogram::<u64>::new_with_bounds(1, LATENCY_US_MAX, 3)?;
+    let (mut errors, mut first_error) = (0, None);
+    for t in tasks {
+        let r = t.await.context("client task panicked")??;
+        latencies.add(&r.latencies)?;
+        errors += r.errors;
+        first_error = first_error.or(r.first_error);
+    }
+    let elapsed = started.elapsed();
+    ticker.abort();
+    bar.finish_and_clear();
+    report(&args, &latencies, errors, first_error, elapsed);
+    Ok(())
+}
+
+fn progress_bar(total: Option<u64>, duration: Option<u64>) -> ProgressBar {
+    let (len, unit) = match (total, duration) {
+        (Some(t), _) => (t, "requests"),
+        (None, Some(d)) => (d, "seconds"),
+        (None, None) => (0, ""),
+    };
+    let bar = ProgressBar::new(len);
+    let template = format!("{{bar:40}} {{pos}}/{{len}} {unit} ({{elapsed}})");
+    if let Ok(style) = ProgressStyle::with_template(&template) {
+        bar.set_style(style);
+    }
+    bar
+}
+
+async fn connect(endpoint: &str, timeout: Duration) -> Result<Channel> {
+    Endpoint::from_shared(format!("http://{endpoint}"))
+        .with_context(|| format!("bad endpoint {endpoint}"))?
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .connect()
+        .await
+        .with_context(|| format!("cannot connect to {endpoint}"))
+}
+
+/// The leader's endpoint: one of `endpoints` whose Status says it leads,
+/// or else the leader's client URL from Cluster.MemberList.
+async fn find_leader(endpoints: &[String], timeout: Duration) -> Result<String> {
+    let mut leader_id = 0;
+    let mut any_channel = None;
+    for ep in endpoints {
+        let Ok(channel) = connect(ep, timeout).await else {
+            continue;
+        };
+        let Ok(status) = MaintenanceClient::new(channel.clone())
+            .status(StatusRequest {})
+            .await
+        else {
+            continue;
+        };
+        let status = status.into_inner();
+        let me = status.header.map(|h| h.member_id).unwrap_or(0);
+        if status.leader != 0 && status.leader == me {
+            return Ok(ep.clone());
+        }
+        leader_id = leader_id.max(status.leader);
+        any_channel = Some(channel);
+    }
+    if let (true, Some(channel)) = (leader_id != 0, any_channel) {
+        let members = ClusterClient::new(channel)
+            .member_list(MemberListRequest::default())
+            .await
+            .context("asking for the member list to find the leader")?
+            .into_inner();
+        if let Some(url) = members
+            .members
+            .iter()
+            .find(|m| m.id == leader_id)
+            .and_then(|m| m.client_ur_ls.first())
+        {
+            return Ok(url.trim_start_matches("http://").to_string());
+        }
+    }
+    bail!("no leader found through {endpoints:?}")
+}
+
+/// The key for request `n`: `n mod key_space`, zero-padded to `size` bytes.
+fn key(n: u64, key_space: u64, size: usize) -> Vec<u8> {
+    let digits = format!("{:0size$}", n % key_space, size = size);
+    digits.as_bytes()[digits.len() - size..].to_vec()
+}
+
+async fn run_client(
+    mut kv: KvClient<Channel>,
+    client: u64,
+    workload: Workload,
+    key_size: usize,
+    key_space: u64,
+    value: Vec<u8>,
+    stop: Arc<Stop>,
+) -> Result<ClientResult> {
+    let mut latencies = Histogram::<u64>::new_with_bounds(1, LATENCY_US_MAX, 3)?;
+    let (mut errors, mut first_error) = (0, None);
+    let value = bytes::Bytes::from(value);
+    while let Some(n) = stop.next() {
+        let key = key(
+            n.wrapping_mul(2_654_435_761).wrapping_add(client),
+            key_space,
+            key_size,
+        );
+        let read = match workload {
+            Workload::Put => None,
+            Workload::Range { serializable } => Some(serializable),
+            // A deterministic spread of reads and writes in the given ratio.
+            Workload::Mix { read_ratio } => {
+                ((n % 1000) as f64 / 1000.0 < read_ratio).then_some(false)
+            }
+        };
+        let t = Instant::now();
+        let res = match read {
+            None => kv
+                .put(PutRequest {
+                    key,
+                    value: value.clone(),
+                    ..Default::default()
+                })
+                .await
+                .map(|_| ()),
+            Some(serializable) => kv
+                .range(RangeRequest {
+                    key,
+                    serializable,
+                    ..Default::default()
+                })
+                .await
+                .map(|_| ()),
+        };
+        let us = (t.elapsed().as_micros() as u64).clamp(1, LATENCY_US_MAX);
+        match res {
+            Ok(()) => latencies.record(us)?,
+            Err(e) => {
+                errors += 1;
+                first_error.get_or_insert_with(|| e.to_string());
+            }
+        }
+        stop.done.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(ClientResult {
+        latencies,
+        errors,
+        first_error,
+    })
+}
+
+fn report(
+    args: &Args,
+    h: &Histogram<u64>,
+    errors: u64,
+    first_error: Option<String>,
+    elapsed: Duration,
+) {
+    let ok = h.len();
+    let secs = elapsed.as_secs_f64();
+    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    let workload = match args.workload {
+        Workload::Put => "put".to_string(),
+        Workload::Range { serializable: true } => "range serializable".to_string(),
+        Workload::Range {
+            serializable: false,
+        } => "range linearizable".to_string(),
+        Workload::Mix { read_ratio } => format!("mix read_ratio={read_ratio}"),
+    };
+    if args.json {
+        let json = serde_json::json!({
+            "workload": workload,
+            "clients": args.clients,
+            "conns": args.conns,
+            "ok": ok,
+            "errors": errors,
+            "first_error": first_error,
+            "seconds": secs,
+            "requests_per_second": ok as f64 / secs,
+            "latency_ms": {
+                "p50": ms(0.5), "p90": ms(0.9), "p99": ms(0.99), "p999": ms(0.999),
+                "max": h.max() as f64 / 1000.0,
+            },
+        });
+        println!("{json}");
+        return;
+    }
+    println!(
+        "workload   {workload} ({} clients over {} connections)",
+        args.clients, args.conns
+    );
+    println!("requests   {ok} ok, {errors} failed in {secs:.2} s");
+    println!("throughput {:.0} requests/s", ok as f64 / secs);
+    println!(
+        "latency    p50 {:.3} ms  p90 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  max {:.3} ms",
+        ms(0.5),
+        ms(0.9),
+        ms(0.99),
+        ms(0.999),
+        h.max() as f64 / 1000.0
+    );
+    if let Some(e) = first_error {
+        println!("first error: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_have_the_asked_size_and_spread_over_the_space() {
+        assert_eq!(key(7, 1000, 8), b"00000007");
+        assert_eq!(key(1234, 1000, 2), b"34");
+        let distinct: std::collections::BTreeSet<_> = (0..100).map(|n| key(n, 10, 4)).collect();
+        assert_eq!(distinct.len(), 10);
+    }
+
+    #[test]
+    fn stop_hands_out_exactly_total_requests() {
+        let stop = Stop {
+            total: Some(3),
+            deadline: None,
+            issued: AtomicU64::new(0),
+            done: AtomicU64::new(0),
+        };
+        let got: Vec<_> = std::iter::from_fn(|| stop.next()).collect();
+        assert_eq!(got, vec![0, 1, 2]);
+    }
+}

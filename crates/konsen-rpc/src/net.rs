@@ -1,0 +1,97 @@
+//! Listeners and connectors: how servers get connections and clients make
+//! them.
+//!
+//! Servers are handed a stream of accepted connections (`serve_*` functions
+//! in konsen-server take any `Stream<Item = io::Result<IO>>`), and clients a
+//! [`Connector`]. Production uses TCP ([`tcp_incoming`], [`TcpConnector`]);
+//! a simulation can pass in-memory pipes instead without touching the code
+//! that serves or calls.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_stream::Stream;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+/// A boxed future, as [`Connector::connect`] returns it.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// Opens a byte stream to an address (`host:port`).
+pub trait Connector: Clone + Send + Sync + 'static {
+    type Io: AsyncRead + AsyncWrite + Send + Unpin + 'static;
+    fn connect(&self, addr: String) -> BoxFuture<io::Result<Self::Io>>;
+}
+
+/// Connects over TCP, with Nagle's algorithm off (Raft messages are small
+/// and latency-bound).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TcpConnector;
+
+impl Connector for TcpConnector {
+    type Io = TcpStream;
+
+    fn connect(&self, addr: String) -> BoxFuture<io::Result<TcpStream>> {
+        Box::pin(async move {
+            let stream = TcpStream::connect(addr).await?;
+            stream.set_nodelay(true)?;
+            Ok(stream)
+        })
+    }
+}
+
+/// Timeouts of a client channel.
+#[derive(Clone, Copy, Debug)]
+pub struct ChannelTimeouts {
+    /// How long to wait for a connection.
+    pub connect: Duration,
+    /// How long one unary call may take; `None` for streams, which live
+    /// as long as the connection.
+    pub request: Option<Duration>,
+}
+
+/// A channel to `addr` (`host:port`) that connects on first use and
+/// reconnects through `connector` when the connection breaks.
+pub fn lazy_channel<C: Connector>(
+    addr: &str,
+    connector: C,
+    timeouts: ChannelTimeouts,
+) -> Result<Channel, tonic::transport::Error> {
+    let mut endpoint = Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(timeouts.connect)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5));
+    if let Some(request) = timeouts.request {
+        endpoint = endpoint.timeout(request);
+    }
+    let target = addr.to_string();
+    let service = tower::service_fn(move |_: Uri| {
+        let connect = connector.connect(target.clone());
+        async move { connect.await.map(TokioIo::new) }
+    });
+    Ok(endpoint.connect_with_connector_lazy(service))
+}
+
+/// Binds `addr` and returns the accepted TCP connections (Nagle off) and
+/// the bound address (useful with port 0).
+pub async fn tcp_incoming(
+    addr: SocketAddr,
+) -> io::Result<(
+    impl Stream<Item = io::Result<TcpStream>> + Send + 'static,
+    SocketAddr,
+)> {
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    let incoming = tokio_stream::StreamExt::map(TcpListenerStream::new(listener), |conn| {
+        let stream = conn?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    });
+    Ok((incoming, local))
+}

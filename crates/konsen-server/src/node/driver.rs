@@ -1,0 +1,389 @@
+//! The node loop: the one task that owns the Raft core and the storage.
+//!
+//! Each turn it waits for a tick, a peer message or a client request,
+//! then drains whatever else is already queued (up to `DRAIN_MAX` of each),
+//! so that one `Ready`, and so one fsync, covers all of it: group commit
+//! falls out of the draining. It then handles `Ready`s in the order the core
+//! demands (persist, send, apply, serve reads, advance) until none is left.
+//!
+//! Disk work (the synced log append, applying entries) runs under
+//! `block_in_place`: it must finish before the loop goes on anyway, and the
+//! runtime's other workers keep serving the network meanwhile.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+use konsen_core::{
+    Config, Membership, Message, MessageBody, NodeId, ProposeError, RawNode, ReadError, Ready,
+    RestoredState, Role, SoftState, Term, storage::Storage,
+};
+use konsen_rpc::convert::{WriteOutcome, WriteResult};
+use konsen_storage::{KvStore, LogStore, RangeRequest, RocksStore, StorageError};
+use tokio::sync::{mpsc, watch};
+use tokio::task::{JoinHandle, block_in_place};
+use tracing::{debug, info, warn};
+
+use super::waiters::{PendingRead, PendingWrite, ReadReply, Waiters};
+use super::{NodeError, NodeHandle, NodeStatus, ReadOutcome, Request};
+use crate::settings::Settings;
+use crate::transport::Transport;
+
+/// Peer messages and client requests taken per turn, each, before a
+/// `Ready` is built: bounds the latency one turn adds.
+const DRAIN_MAX: usize = 1024;
+/// Peer messages waiting for the node loop; a full queue slows the peers'
+/// streams down.
+const PEER_INBOUND_MAX: usize = 4096;
+/// Ticks between refreshes of the data size and pruning of abandoned
+/// waiters.
+const HOUSEKEEPING_TICKS: u64 = 10;
+
+/// A started node: the handle for the services, and the loop's task,
+/// which ends on shutdown (`Ok`) or on a storage failure (`Err`).
+#[derive(Debug)]
+pub struct NodeParts {
+    pub handle: NodeHandle,
+    pub task: JoinHandle<Result<()>>,
+}
+
+/// Restores the core from `store` and starts the node loop.
+pub fn spawn(
+    settings: Arc<Settings>,
+    store: RocksStore,
+    transport: Transport,
+    shutdown: watch::Receiver<bool>,
+) -> Result<NodeParts> {
+    let RocksStore { log, kv } = store;
+    let stored = log.load().context("loading the raft log")?;
+    let restored = RestoredState {
+        hard_state: stored.hard_state,
+        membership: Membership::with_voters(settings.endpoints.iter().map(|(id, _)| *id)),
+        snapshot_index: stored.purged_index,
+        snapshot_term: stored.purged_term,
+        entries: stored.entries,
+        applied: kv.applied_index(),
+    };
+    let mut config = Config::new(settings.node_id);
+    config.heartbeat_ticks = settings.heartbeat_ticks;
+    config.election_ticks = settings.election_ticks;
+    // Nodes restarted together must not draw the same election timeouts.
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    config.seed = settings.node_id.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ u64::from(nanos);
+    let raw =
+        RawNode::new(config, restored).context("restoring the raft node from its data dir")?;
+    info!(
+        term = raw.term(),
+        last_index = raw.status().last_index,
+        applied = kv.applied_index(),
+        "restored raft state"
+    );
+
+    let (request_tx, request_rx) = mpsc::channel(settings.limits.pending_proposals_max);
+    let (peer_tx, peer_rx) = mpsc::channel(PEER_INBOUND_MAX);
+    let (status_tx, status_rx) = watch::channel(NodeStatus {
+        id: settings.node_id,
+        role: raw.role(),
+        term: raw.term(),
+        leader: raw.leader(),
+        last_index: raw.status().last_index,
+        commit: raw.status().commit,
+        applied: kv.applied_index(),
+        revision: kv.revision(),
+        data_size_bytes: kv.data_size_bytes().unwrap_or(0),
+    });
+    let driver = Driver {
+        waiters: Waiters::new(settings.limits.pending_proposals_max),
+        last_leader: (raw.term(), raw.leader()),
+        data_size_bytes: status_rx.borrow().data_size_bytes,
+        raw,
+        log,
+        kv,
+        transport,
+        status_tx,
+        settings,
+        ticks: 0,
+    };
+    let task = tokio::spawn(driver.run(request_rx, peer_rx, shutdown));
+    Ok(NodeParts {
+        handle: NodeHandle {
+            requests: request_tx,
+            peer_messages: peer_tx,
+            status: status_rx,
+        },
+        task,
+    })
+}
+
+struct Driver {
+    raw: RawNode,
+    log: LogStore,
+    kv: KvStore,
+    transport: Transport,
+    waiters: Waiters,
+    status_tx: watch::Sender<NodeStatus>,
+    settings: Arc<Settings>,
+    /// The last (term, leader) announced in the log.
+    last_leader: (Term, Option<NodeId>),
+    data_size_bytes: u64,
+    ticks: u64,
+}
+
+impl Driver {
+    async fn run(
+        mut self,
+        mut requests: mpsc::Receiver<Request>,
+        mut peer_messages: mpsc::Receiver<Message>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<()> {
+        let mut ticker = tokio::time::interval(self.settings.tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                changed = shutdown.changed() => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        break;
+                    }
+                }
+                _ = ticker.tick() => self.on_tick(),
+                Some(message) = peer_messages.recv() => self.on_message(message),
+                Some(request) = requests.recv() => self.on_request(request),
+            }
+            for _ in 0..DRAIN_MAX {
+                match peer_messages.try_recv() {
+                    Ok(message) => self.on_message(message),
+                    Err(_) => break,
+                }
+            }
+            for _ in 0..DRAIN_MAX {
+                match requests.try_recv() {
+                    Ok(request) => self.on_request(request),
+                    Err(_) => break,
+                }
+            }
+            while self.raw.has_ready() {
+                let ready = self.raw.ready();
+                self.handle_ready(ready)?;
+            }
+        }
+        self.waiters.fail_all(NodeError::Stopped);
+        info!("node loop stopped");
+        Ok(())
+    }
+
+    fn on_tick(&mut self) {
+        self.raw.tick();
+        self.ticks += 1;
+        if self.ticks.is_multiple_of(HOUSEKEEPING_TICKS) {
+            self.waiters.prune_abandoned();
+            match self.kv.data_size_bytes() {
+                Ok(size) => self.data_size_bytes = size,
+                Err(e) => warn!("cannot read the data size: {e}"),
+            }
+            self.publish_status();
+        }
+    }
+
+    fn on_message(&mut self, message: Message) {
+        let (from, kind) = (message.from, message.body.name());
+        if let Err(e) = self.raw.step(message) {
+            debug!(from, kind, "dropped peer message: {e}");
+        }
+    }
+
+    fn on_request(&mut self, request: Request) {
+        match request {
+            Request::Write { command, reply } => self.propose(command, reply),
+            Request::Read {
+                request,
+                linearizable: false,
+                reply,
+            } => {
+                let _ = reply.send(self.serve_read(&request));
+            }
+            Request::Read {
+                request,
+                linearizable: true,
+                reply,
+            } => {
+                if self.waiters.reads_full() {
+                    let _ = reply.send(Err(NodeError::Busy(
+                        "too many reads waiting (limits.pending_proposals_max)".into(),
+                    )));
+                    return;
+                }
+                let ctx = self.waiters.add_read(PendingRead { request, reply });
+                if let Err(e) = self.raw.read_index(ctx) {
+                    let error = match e {
+                        ReadError::NoLeader => NodeError::NoLeader,
+                        ReadError::Backpressure { .. } => NodeError::Busy(e.to_string()),
+                    };
+                    self.waiters.fail_read(ctx, error);
+                }
+            }
+        }
+    }
+
+    fn propose(&mut self, command: Bytes, reply: super::waiters::WriteReply) {
+        if self.waiters.writes_full() {
+            let _ = reply.send(Err(NodeError::Busy(
+                "too many writes waiting (limits.pending_proposals_max)".into(),
+            )));
+            return;
+        }
+        match self.raw.propose(command) {
+            Ok(index) => self.waiters.add_write(
+                index,
+                PendingWrite {
+                    term: self.raw.term(),
+                    reply,
+                },
+            ),
+            Err(ProposeError::NotLeader { leader }) => {
+                let _ = reply.send(Err(NodeError::NotLeader { leader }));
+            }
+            Err(ProposeError::Transferring { .. }) => {
+                let _ = reply.send(Err(NodeError::LeaderChanged));
+            }
+            Err(e @ ProposeError::Backpressure { .. }) => {
+                let _ = reply.send(Err(NodeError::Busy(e.to_string())));
+            }
+        }
+    }
+
+    fn serve_read(&self, request: &RangeRequest) -> Result<ReadOutcome, NodeError> {
+        match self.kv.range(request) {
+            Ok(response) => Ok(ReadOutcome {
+                response,
+                term: self.raw.term(),
+            }),
+            Err(StorageError::Request(e)) => Err(NodeError::Request(e)),
+            Err(e) => Err(NodeError::Storage(e.to_string())),
+        }
+    }
+
+    /// Carries out one `Ready`, in the order the core's contract demands.
+    fn handle_ready(&mut self, ready: Ready) -> Result<()> {
+        if let Some(soft) = ready.soft_state {
+            self.on_soft_state(soft);
+        }
+        if let Some(meta) = ready.snapshot {
+            // Unreachable while this driver never compacts and the peer
+            // service drops snapshot messages; if it happens anyway, going
+            // on would leave a state machine that does not match the log.
+            bail!(
+                "the core asked to install a snapshot (index {}, term {}), which this server \
+                 does not support yet; stopping rather than diverging",
+                meta.index,
+                meta.term
+            );
+        }
+        // A leader's appends and heartbeats go out while its own disk
+        // write runs (the core allows it); everything else promises what
+        // is on disk, so it waits.
+        let (early, late): (Vec<Message>, Vec<Message>) = ready
+            .messages
+            .into_iter()
+            .partition(Message::may_send_before_persist);
+        let mut snapshots_not_sent = Vec::new();
+        self.send(early, &mut snapshots_not_sent);
+        if ready.hard_state.is_some() || !ready.entries.is_empty() {
+            block_in_place(|| self.log.append(ready.hard_state, &ready.entries))
+                .context("persisting the raft log")?;
+        }
+        self.send(late, &mut snapshots_not_sent);
+        if let Some(first) = ready.committed_entries.first().map(|e| e.index) {
+            let results = block_in_place(|| self.kv.apply(&ready.committed_entries))
+                .context("applying committed entries")?;
+            for result in results {
+                let Some(write) = self.waiters.take_write(result.index) else {
+                    continue;
+                };
+                let term = ready.committed_entries[(result.index - first) as usize].term;
+                let answer = if write.term == term {
+                    Ok(WriteOutcome {
+                        index: result.index,
+                        term,
+                        result: WriteResult::from_apply(result.outcome),
+                    })
+                } else {
+                    // Another leader's entry took this index.
+                    Err(NodeError::LeaderChanged)
+                };
+                let _ = write.reply.send(answer);
+            }
+        }
+        for read in ready.read_states {
+            self.waiters.confirm_read(read.ctx, read.index);
+        }
+        for failure in ready.read_failures {
+            self.waiters.fail_read(failure.ctx, NodeError::ReadFailed);
+        }
+        for read in self.waiters.take_servable_reads(self.kv.applied_index()) {
+            self.answer_read(read.request, read.reply);
+        }
+        self.raw.advance();
+        for to in snapshots_not_sent {
+            warn!(to, "node {to} needs a snapshot, which is not supported yet");
+            self.raw.report_snapshot(to, false);
+        }
+        self.publish_status();
+        Ok(())
+    }
+
+    /// Hands `messages` to the transport, except snapshots: their data
+    /// would travel by RaftPeer.InstallSnapshot, which is not implemented,
+    /// and a follower must not get the description without it.
+    fn send(&self, messages: Vec<Message>, snapshots_not_sent: &mut Vec<NodeId>) {
+        for message in messages {
+            if matches!(message.body, MessageBody::InstallSnapshot { .. }) {
+                snapshots_not_sent.push(message.to);
+                continue;
+            }
+            self.transport.send(message);
+        }
+    }
+
+    fn answer_read(&self, request: RangeRequest, reply: ReadReply) {
+        let _ = reply.send(self.serve_read(&request));
+    }
+
+    fn on_soft_state(&mut self, soft: SoftState) {
+        if soft.role != Role::Leader {
+            // Writes proposed here may still commit under the new leader,
+            // or be overwritten: their clients must not wait for either.
+            self.waiters.fail_writes(NodeError::LeaderChanged);
+        }
+        if soft.leader.is_some() && (soft.term, soft.leader) != self.last_leader {
+            let leader = soft.leader.unwrap_or_default();
+            let endpoint = self.settings.endpoint_of(leader).unwrap_or("unknown");
+            info!(term = soft.term, leader, role = ?soft.role, "Term - {}, leader - {:?}", soft.term, endpoint);
+            self.last_leader = (soft.term, soft.leader);
+        }
+    }
+
+    fn publish_status(&self) {
+        let s = self.raw.status();
+        let status = NodeStatus {
+            id: s.id,
+            role: s.role,
+            term: s.term,
+            leader: s.leader,
+            last_index: s.last_index,
+            commit: s.commit,
+            applied: self.kv.applied_index(),
+            revision: self.kv.revision(),
+            data_size_bytes: self.data_size_bytes,
+        };
+        self.status_tx.send_if_modified(|old| {
+            let changed = *old != status;
+            if changed {
+                *old = status;
+            }
+            changed
+        });
+    }
+}

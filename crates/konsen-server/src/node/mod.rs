@@ -1,0 +1,135 @@
+//! The Raft node: one task owning the core ([`konsen_core::RawNode`]) and
+//! the storage, and the handle the services use to reach it.
+//!
+//! * `driver.rs`: the loop (ticks, peer messages, client requests, `Ready`).
+//! * `waiters.rs`: clients waiting for their write to apply or their read
+//!   to become safe.
+//!
+//! Everything goes through bounded channels; a full channel is an
+//! immediate "too many requests", never an unbounded queue.
+
+mod driver;
+mod waiters;
+
+use bytes::Bytes;
+use konsen_core::{Index, Message, NodeId, Role, Term};
+use konsen_rpc::convert::WriteOutcome;
+use konsen_storage::{RangeRequest, RangeResponse};
+use tokio::sync::{mpsc, oneshot, watch};
+
+pub use driver::spawn;
+
+/// Why the node could not serve a request.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NodeError {
+    #[error("this node is not the leader (leader: {leader:?})")]
+    NotLeader { leader: Option<NodeId> },
+    #[error("no leader is known")]
+    NoLeader,
+    #[error("too many requests: {0}")]
+    Busy(String),
+    #[error("leadership changed before the request completed; it may or may not have been applied")]
+    LeaderChanged,
+    #[error("the read could not be confirmed by the leader")]
+    ReadFailed,
+    #[error("storage failure: {0}")]
+    Storage(String),
+    #[error("invalid request: {0}")]
+    Request(#[from] konsen_storage::RequestError),
+    #[error("the node is shutting down")]
+    Stopped,
+}
+
+/// A read and the Raft term it was served in.
+#[derive(Clone, Debug)]
+pub struct ReadOutcome {
+    pub response: RangeResponse,
+    pub term: Term,
+}
+
+/// What a client asks of the node loop.
+#[derive(Debug)]
+pub(crate) enum Request {
+    /// Propose an encoded, validated command (leader only).
+    Write {
+        command: Bytes,
+        reply: oneshot::Sender<Result<WriteOutcome, NodeError>>,
+    },
+    /// Read, linearizably (ReadIndex) or from local state.
+    Read {
+        request: RangeRequest,
+        linearizable: bool,
+        reply: oneshot::Sender<Result<ReadOutcome, NodeError>>,
+    },
+}
+
+/// The node as the status page sees it, published after every `Ready`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeStatus {
+    pub id: NodeId,
+    pub role: Role,
+    pub term: Term,
+    pub leader: Option<NodeId>,
+    pub last_index: Index,
+    pub commit: Index,
+    pub applied: Index,
+    pub revision: i64,
+    pub data_size_bytes: u64,
+}
+
+/// The services' handle on the node loop. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct NodeHandle {
+    requests: mpsc::Sender<Request>,
+    peer_messages: mpsc::Sender<Message>,
+    status: watch::Receiver<NodeStatus>,
+}
+
+impl NodeHandle {
+    /// Proposes `command` and waits until it is applied. Fails with
+    /// [`NodeError::NotLeader`] on a follower, so that the caller can
+    /// forward it.
+    pub async fn write(&self, command: Bytes) -> Result<WriteOutcome, NodeError> {
+        let (reply, rx) = oneshot::channel();
+        self.submit(Request::Write { command, reply })?;
+        rx.await.map_err(|_| NodeError::Stopped)?
+    }
+
+    /// Reads the keys `request` selects.
+    pub async fn read(
+        &self,
+        request: RangeRequest,
+        linearizable: bool,
+    ) -> Result<ReadOutcome, NodeError> {
+        let (reply, rx) = oneshot::channel();
+        self.submit(Request::Read {
+            request,
+            linearizable,
+            reply,
+        })?;
+        rx.await.map_err(|_| NodeError::Stopped)?
+    }
+
+    fn submit(&self, request: Request) -> Result<(), NodeError> {
+        self.requests.try_send(request).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => NodeError::Busy(
+                "the node's request queue is full (limits.pending_proposals_max)".into(),
+            ),
+            mpsc::error::TrySendError::Closed(_) => NodeError::Stopped,
+        })
+    }
+
+    /// Hands a message from a peer to the node; waits while the inbound
+    /// queue is full (back-pressure on the peer's stream).
+    pub async fn deliver(&self, message: Message) -> Result<(), NodeError> {
+        self.peer_messages
+            .send(message)
+            .await
+            .map_err(|_| NodeError::Stopped)
+    }
+
+    /// The latest published status.
+    pub fn status(&self) -> NodeStatus {
+        self.status.borrow().clone()
+    }
+}

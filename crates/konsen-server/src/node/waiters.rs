@@ -1,0 +1,218 @@
+//! Clients waiting on the node loop: writes waiting to be applied, and
+//! linearizable reads waiting for their read index and then for the state
+//! machine to reach it.
+//!
+//! Each list is bounded by `limits.pending_proposals_max`. A waiter whose
+//! client went away (timed out) is dropped on the next tick.
+
+use std::collections::{BTreeMap, HashMap};
+
+use konsen_core::{Index, Term};
+use konsen_rpc::convert::WriteOutcome;
+use konsen_storage::RangeRequest;
+use tokio::sync::oneshot;
+
+use super::{NodeError, ReadOutcome};
+
+pub(crate) type WriteReply = oneshot::Sender<Result<WriteOutcome, NodeError>>;
+pub(crate) type ReadReply = oneshot::Sender<Result<ReadOutcome, NodeError>>;
+
+/// A write proposed at some index in some term.
+#[derive(Debug)]
+pub(crate) struct PendingWrite {
+    pub term: Term,
+    pub reply: WriteReply,
+}
+
+/// A linearizable read.
+#[derive(Debug)]
+pub(crate) struct PendingRead {
+    pub request: RangeRequest,
+    pub reply: ReadReply,
+}
+
+#[derive(Debug)]
+pub(crate) struct Waiters {
+    pending_max: usize,
+    /// Log index → the write proposed there.
+    writes: BTreeMap<Index, PendingWrite>,
+    /// Read context → a read waiting for its read index.
+    reads_unconfirmed: HashMap<u64, PendingRead>,
+    /// Reads with a read index, waiting for the state machine to reach it.
+    reads_confirmed: Vec<(Index, PendingRead)>,
+    next_read_ctx: u64,
+}
+
+impl Waiters {
+    pub fn new(pending_max: usize) -> Self {
+        Waiters {
+            pending_max,
+            writes: BTreeMap::new(),
+            reads_unconfirmed: HashMap::new(),
+            reads_confirmed: Vec::new(),
+            next_read_ctx: 1,
+        }
+    }
+
+    pub fn writes_full(&self) -> bool {
+        self.writes.len() >= self.pending_max
+    }
+
+    pub fn reads_full(&self) -> bool {
+        self.reads_unconfirmed.len() + self.reads_confirmed.len() >= self.pending_max
+    }
+
+    pub fn add_write(&mut self, index: Index, write: PendingWrite) {
+        // An index proposed again means the earlier proposal there lost its
+        // place (a new term overwrote it).
+        if let Some(old) = self.writes.insert(index, write) {
+            let _ = old.reply.send(Err(NodeError::LeaderChanged));
+        }
+    }
+
+    /// Takes the write waiting at `index`, if any.
+    pub fn take_write(&mut self, index: Index) -> Option<PendingWrite> {
+        self.writes.remove(&index)
+    }
+
+    /// A fresh read context and the read registered under it.
+    pub fn add_read(&mut self, read: PendingRead) -> u64 {
+        let ctx = self.next_read_ctx;
+        self.next_read_ctx += 1;
+        self.reads_unconfirmed.insert(ctx, read);
+        ctx
+    }
+
+    /// The read `ctx` may be served once `index` is applied.
+    pub fn confirm_read(&mut self, ctx: u64, index: Index) {
+        if let Some(read) = self.reads_unconfirmed.remove(&ctx) {
+            self.reads_confirmed.push((index, read));
+        }
+    }
+
+    pub fn fail_read(&mut self, ctx: u64, error: NodeError) {
+        if let Some(read) = self.reads_unconfirmed.remove(&ctx) {
+            let _ = read.reply.send(Err(error));
+        }
+    }
+
+    /// Takes the confirmed reads whose index is applied.
+    pub fn take_servable_reads(&mut self, applied: Index) -> Vec<PendingRead> {
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.reads_confirmed)
+            .into_iter()
+            .partition(|(i, _)| *i <= applied);
+        self.reads_confirmed = waiting;
+        ready.into_iter().map(|(_, r)| r).collect()
+    }
+
+    /// Fails every waiting write (this node lost leadership: their fate is
+    /// decided elsewhere now).
+    pub fn fail_writes(&mut self, error: NodeError) {
+        for (_, w) in std::mem::take(&mut self.writes) {
+            let _ = w.reply.send(Err(error.clone()));
+        }
+    }
+
+    /// Fails everything (shutdown).
+    pub fn fail_all(&mut self, error: NodeError) {
+        self.fail_writes(error.clone());
+        for (_, r) in self.reads_unconfirmed.drain() {
+            let _ = r.reply.send(Err(error.clone()));
+        }
+        for (_, r) in self.reads_confirmed.drain(..) {
+            let _ = r.reply.send(Err(error.clone()));
+        }
+    }
+
+    /// Forgets waiters whose clients stopped waiting.
+    pub fn prune_abandoned(&mut self) {
+        self.writes.retain(|_, w| !w.reply.is_closed());
+        self.reads_unconfirmed.retain(|_, r| !r.reply.is_closed());
+        self.reads_confirmed.retain(|(_, r)| !r.reply.is_closed());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(
+        term: Term,
+    ) -> (
+        PendingWrite,
+        oneshot::Receiver<Result<WriteOutcome, NodeError>>,
+    ) {
+        let (reply, rx) = oneshot::channel();
+        (PendingWrite { term, reply }, rx)
+    }
+
+    fn read() -> (
+        PendingRead,
+        oneshot::Receiver<Result<ReadOutcome, NodeError>>,
+    ) {
+        let (reply, rx) = oneshot::channel();
+        (
+            PendingRead {
+                request: RangeRequest::default(),
+                reply,
+            },
+            rx,
+        )
+    }
+
+    #[test]
+    fn a_write_proposed_again_at_its_index_fails_the_earlier_one() {
+        let mut w = Waiters::new(8);
+        let (first, mut first_rx) = write(1);
+        let (second, _second_rx) = write(2);
+        w.add_write(5, first);
+        w.add_write(5, second);
+        assert_eq!(first_rx.try_recv().unwrap(), Err(NodeError::LeaderChanged));
+        assert_eq!(w.take_write(5).unwrap().term, 2);
+        assert!(w.take_write(5).is_none());
+    }
+
+    #[test]
+    fn reads_are_served_only_once_their_index_is_applied() {
+        let mut w = Waiters::new(8);
+        let (a, _) = read();
+        let (b, _) = read();
+        let ctx_a = w.add_read(a);
+        let ctx_b = w.add_read(b);
+        w.confirm_read(ctx_a, 3);
+        w.confirm_read(ctx_b, 7);
+        assert!(w.take_servable_reads(2).is_empty());
+        assert_eq!(w.take_servable_reads(5).len(), 1);
+        assert_eq!(w.take_servable_reads(7).len(), 1);
+        assert!(w.take_servable_reads(100).is_empty());
+    }
+
+    #[test]
+    fn limits_and_failures() {
+        let mut w = Waiters::new(1);
+        let (x, mut x_rx) = write(1);
+        w.add_write(1, x);
+        assert!(w.writes_full());
+        let (r, mut r_rx) = read();
+        let ctx = w.add_read(r);
+        assert!(w.reads_full());
+        w.fail_read(ctx, NodeError::ReadFailed);
+        assert!(matches!(
+            r_rx.try_recv().unwrap(),
+            Err(NodeError::ReadFailed)
+        ));
+        w.fail_all(NodeError::Stopped);
+        assert!(matches!(x_rx.try_recv().unwrap(), Err(NodeError::Stopped)));
+        assert!(!w.writes_full());
+    }
+
+    #[test]
+    fn abandoned_waiters_are_pruned() {
+        let mut w = Waiters::new(4);
+        let (x, x_rx) = write(1);
+        w.add_write(1, x);
+        drop(x_rx);
+        w.prune_abandoned();
+        assert!(w.take_write(1).is_none());
+    }
+}

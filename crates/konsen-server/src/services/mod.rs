@@ -1,0 +1,198 @@
+//! The gRPC services a node serves on its one endpoint: etcd's KV, Cluster
+//! and Maintenance for clients, and konsen's RaftPeer for the other nodes.
+//!
+//! * `kv.rs`, `cluster.rs`, `maintenance.rs`: the etcd API.
+//! * `peer.rs`: Raft message streams and forwarded writes.
+//! * this file: what they share: admission (`limits.concurrent_requests_max`),
+//!   writes with forwarding to the leader, response headers, and how node
+//!   and request errors become gRPC statuses with etcd's wording.
+
+mod cluster;
+mod kv;
+mod maintenance;
+mod peer;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use konsen_core::NodeId;
+use konsen_rpc::convert::{WriteOutcome, write_outcome_from_wire};
+use konsen_rpc::etcd::etcdserverpb::ResponseHeader;
+use konsen_rpc::peer::{ForwardRequest, raft_peer_client::RaftPeerClient};
+use konsen_storage::{Command, RangeRequest, RequestError, StorageOptions};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tonic::Status;
+use tonic::transport::Channel;
+
+pub use cluster::ClusterService;
+pub use kv::KvService;
+pub use maintenance::MaintenanceService;
+pub use peer::PeerService;
+
+use crate::node::{NodeError, NodeHandle, ReadOutcome};
+use crate::settings::Settings;
+
+/// What every service needs.
+#[derive(Clone, Debug)]
+pub struct Shared {
+    pub settings: Arc<Settings>,
+    pub node: NodeHandle,
+    /// Clients of the other nodes' RaftPeer service, for forwarding.
+    pub peers: Arc<HashMap<NodeId, RaftPeerClient<Channel>>>,
+    /// One permit per client request being served.
+    pub permits: Arc<Semaphore>,
+    pub storage_options: StorageOptions,
+}
+
+impl Shared {
+    /// A permit to serve one client request, or RESOURCE_EXHAUSTED.
+    pub fn admit(&self) -> Result<OwnedSemaphorePermit, Status> {
+        Arc::clone(&self.permits).try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(
+                "etcdserver: too many requests (limits.concurrent_requests_max reached)",
+            )
+        })
+    }
+
+    /// The header every response carries.
+    pub fn header(&self, revision: i64, raft_term: u64) -> ResponseHeader {
+        ResponseHeader {
+            cluster_id: self.settings.cluster_id,
+            member_id: self.settings.node_id,
+            revision,
+            raft_term,
+        }
+    }
+
+    /// Validates `command`, proposes it here or forwards it to the leader,
+    /// and waits for it to apply, within `limits.request_timeout_ms`.
+    ///
+    /// While no leader is known, or the node it was forwarded to turned
+    /// out not to lead, the write was certainly not proposed, so it is
+    /// tried again (elections take a second or two). Once proposed it is
+    /// never retried here: a write whose leader changed may or may not
+    /// have been applied, and only the client can decide what to do.
+    pub async fn write(&self, command: Command) -> Result<WriteOutcome, Status> {
+        command
+            .validate(&self.storage_options)
+            .map_err(|e| request_status(&e))?;
+        let encoded = command.encode();
+        let attempts = async {
+            loop {
+                match self.node.write(encoded.clone()).await {
+                    Err(NodeError::NotLeader {
+                        leader: Some(leader),
+                    }) => match self.forward(leader, encoded.clone()).await {
+                        Err(s) if s.message() == NOT_LEADER_MESSAGE => {}
+                        other => return other,
+                    },
+                    Err(NodeError::NotLeader { leader: None }) => {}
+                    other => return other.map_err(|e| node_status(&e)),
+                }
+                tokio::time::sleep(self.settings.tick).await;
+            }
+        };
+        tokio::time::timeout(self.settings.request_timeout(), attempts)
+            .await
+            .map_err(|_| timed_out())?
+    }
+
+    /// Reads through the node loop, within `limits.request_timeout_ms`,
+    /// trying again while no leader is known or leadership moves (a read
+    /// changes nothing, so trying again is always safe).
+    pub async fn read(
+        &self,
+        request: RangeRequest,
+        linearizable: bool,
+    ) -> Result<ReadOutcome, Status> {
+        let attempts = async {
+            loop {
+                match self.node.read(request.clone(), linearizable).await {
+                    Err(NodeError::NoLeader | NodeError::ReadFailed) => {}
+                    other => return other.map_err(|e| node_status(&e)),
+                }
+                tokio::time::sleep(self.settings.tick).await;
+            }
+        };
+        tokio::time::timeout(self.settings.request_timeout(), attempts)
+            .await
+            .map_err(|_| timed_out())?
+    }
+
+    async fn forward(&self, leader: NodeId, command: bytes::Bytes) -> Result<WriteOutcome, Status> {
+        let Some(client) = self.peers.get(&leader) else {
+            return Err(Status::internal(format!(
+                "leader {leader} is not a known peer"
+            )));
+        };
+        let request = ForwardRequest {
+            cluster_id: self.settings.cluster_id,
+            from: self.settings.node_id,
+            command,
+        };
+        let response = client.clone().forward(request).await.map_err(|s| {
+            if s.code() == tonic::Code::Unavailable && !s.message().starts_with("etcdserver:") {
+                Status::unavailable(format!(
+                    "etcdserver: leader {leader} unreachable: {}",
+                    s.message()
+                ))
+            } else {
+                s
+            }
+        })?;
+        write_outcome_from_wire(response.into_inner())
+            .map_err(|e| Status::internal(format!("bad answer from leader {leader}: {e}")))
+    }
+}
+
+/// What a node answers a forwarded write when it is not the leader: the
+/// write was not proposed, and the forwarder may try again.
+pub const NOT_LEADER_MESSAGE: &str = "etcdserver: not leader (forwarded write not proposed)";
+
+/// The status for a request the cluster did not complete in time.
+pub fn timed_out() -> Status {
+    Status::deadline_exceeded("etcdserver: request timed out")
+}
+
+/// A node error as a gRPC status, worded like etcd where etcd has words
+/// (clients such as etcdctl match on them).
+pub fn node_status(e: &NodeError) -> Status {
+    match e {
+        NodeError::NotLeader { .. } | NodeError::NoLeader => {
+            Status::unavailable("etcdserver: no leader")
+        }
+        NodeError::Busy(why) => {
+            Status::resource_exhausted(format!("etcdserver: too many requests: {why}"))
+        }
+        NodeError::LeaderChanged => Status::unavailable("etcdserver: leader changed"),
+        NodeError::ReadFailed => {
+            Status::unavailable("etcdserver: leader changed (read not confirmed)")
+        }
+        NodeError::Storage(why) => Status::internal(format!("etcdserver: storage failure: {why}")),
+        NodeError::Request(e) => request_status(e),
+        NodeError::Stopped => Status::unavailable("etcdserver: server stopped"),
+    }
+}
+
+/// A refused request as a gRPC status, with etcd's messages.
+pub fn request_status(e: &RequestError) -> Status {
+    match e {
+        RequestError::EmptyKey => Status::invalid_argument("etcdserver: key is not provided"),
+        RequestError::TooLarge { .. } => {
+            Status::invalid_argument("etcdserver: request is too large")
+        }
+        RequestError::ValueProvided => Status::invalid_argument("etcdserver: value is provided"),
+        RequestError::LeaseProvided => Status::invalid_argument("etcdserver: lease is provided"),
+        RequestError::KeyNotFound => Status::invalid_argument("etcdserver: key not found"),
+        RequestError::FutureRevision { .. } => {
+            Status::out_of_range("etcdserver: mvcc: required revision is a future revision")
+        }
+        RequestError::HistoricalRead { requested, current } => Status::out_of_range(format!(
+            "etcdserver: mvcc: required revision has been compacted (konsen keeps only the current \
+             revision {current}; {requested} was requested)"
+        )),
+        RequestError::Decode(e) => {
+            Status::invalid_argument(format!("etcdserver: malformed request: {e}"))
+        }
+    }
+}

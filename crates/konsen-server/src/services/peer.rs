@@ -1,0 +1,136 @@
+//! konsen's `RaftPeer` service: message streams from the other nodes, and
+//! writes they forward to this node as leader.
+//!
+//! Every batch and forwarded write is checked against this cluster's id
+//! and this node's id; a malformed message is dropped with a warning (Raft
+//! tolerates lost messages), never trusted.
+
+use konsen_core::MessageBody;
+use konsen_rpc::convert::{message_from_wire, write_outcome_to_wire};
+use konsen_rpc::peer::{
+    ForwardRequest, ForwardResponse, MessageBatch, SendAck, SnapshotAck, SnapshotChunk,
+    raft_peer_server::RaftPeer,
+};
+use konsen_storage::Command;
+use tokio::sync::watch;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::warn;
+
+use super::{NOT_LEADER_MESSAGE, Shared, node_status, request_status, timed_out};
+use crate::node::NodeError;
+
+#[derive(Clone, Debug)]
+pub struct PeerService {
+    shared: Shared,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl PeerService {
+    pub fn new(shared: Shared, shutdown: watch::Receiver<bool>) -> Self {
+        PeerService { shared, shutdown }
+    }
+
+    fn check_cluster(&self, cluster_id: u64) -> Result<(), Status> {
+        if cluster_id != self.shared.settings.cluster_id {
+            return Err(Status::failed_precondition(format!(
+                "cluster id mismatch: this node belongs to cluster {:#x}, the request to {cluster_id:#x}",
+                self.shared.settings.cluster_id
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[tonic::async_trait]
+impl RaftPeer for PeerService {
+    async fn send(
+        &self,
+        request: Request<Streaming<MessageBatch>>,
+    ) -> Result<Response<SendAck>, Status> {
+        let mut stream = request.into_inner();
+        let mut shutdown = self.shutdown.clone();
+        let mut batches = 0;
+        loop {
+            let batch = tokio::select! {
+                _ = shutdown.wait_for(|stop| *stop) => break,
+                batch = stream.message() => batch?,
+            };
+            let Some(batch) = batch else { break };
+            self.check_cluster(batch.cluster_id)?;
+            if batch.to != self.shared.settings.node_id {
+                return Err(Status::failed_precondition(format!(
+                    "batch for node {}, but this is node {}",
+                    batch.to, self.shared.settings.node_id
+                )));
+            }
+            batches += 1;
+            for wire in batch.messages {
+                let message = match message_from_wire(wire) {
+                    Ok(m) if matches!(m.body, MessageBody::InstallSnapshot { .. }) => {
+                        // Only valid with its data, which RaftPeer.Send
+                        // does not carry.
+                        warn!(
+                            from = m.from,
+                            "dropping a snapshot message sent without its data"
+                        );
+                        continue;
+                    }
+                    Ok(m) if m.from == batch.from && m.to == batch.to => m,
+                    Ok(m) => {
+                        warn!(
+                            from = m.from,
+                            to = m.to,
+                            "dropping a peer message that disagrees with its batch"
+                        );
+                        continue;
+                    }
+                    Err(e) => {
+                        warn!(from = batch.from, "dropping a malformed peer message: {e}");
+                        continue;
+                    }
+                };
+                if self.shared.node.deliver(message).await.is_err() {
+                    return Err(Status::unavailable("node stopped"));
+                }
+            }
+        }
+        Ok(Response::new(SendAck { batches }))
+    }
+
+    async fn install_snapshot(
+        &self,
+        _: Request<Streaming<SnapshotChunk>>,
+    ) -> Result<Response<SnapshotAck>, Status> {
+        Err(Status::unimplemented(
+            "konsen: snapshots are not supported yet",
+        ))
+    }
+
+    async fn forward(
+        &self,
+        request: Request<ForwardRequest>,
+    ) -> Result<Response<ForwardResponse>, Status> {
+        let _permit = self.shared.admit()?;
+        let request = request.into_inner();
+        self.check_cluster(request.cluster_id)?;
+        let command = Command::decode(&request.command).map_err(|e| {
+            Status::invalid_argument(format!("etcdserver: malformed forwarded command: {e}"))
+        })?;
+        command
+            .validate(&self.shared.storage_options)
+            .map_err(|e| request_status(&e))?;
+        // Never forwarded again: a node that is not the leader (any more)
+        // says so, and the forwarder's client retries.
+        let outcome = tokio::time::timeout(
+            self.shared.settings.request_timeout(),
+            self.shared.node.write(request.command),
+        )
+        .await
+        .map_err(|_| timed_out())?
+        .map_err(|e| match e {
+            NodeError::NotLeader { .. } => Status::unavailable(NOT_LEADER_MESSAGE),
+            other => node_status(&other),
+        })?;
+        Ok(Response::new(write_outcome_to_wire(outcome)))
+    }
+}

@@ -1,0 +1,373 @@
+//! Cluster settings: read from the YAML file (or the embedded default),
+//! overridden by `KONSEN_*` environment variables, checked, and resolved
+//! for this node with the command-line flags.
+//!
+//! Precedence, lowest first: the file, the environment
+//! (`KONSEN_TICK_MS=50`, `KONSEN_LIMITS__REQUEST_BYTES_MAX=1024`,
+//! `KONSEN_ENDPOINTS=a:1,b:2`), the flags. Every error names the field and
+//! where the settings came from.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use config::{Environment, File, FileFormat};
+use konsen_core::NodeId;
+use serde::Deserialize;
+
+use crate::args::{Args, FLAG_ENV_VARS};
+
+/// Used when no `--config` is given and `conf/cluster.yml` does not exist.
+const DEFAULT_CONFIG_YAML: &str = "endpoints:\n  - 127.0.0.1:2379\n";
+const DEFAULT_CONFIG_PATH: &str = "conf/cluster.yml";
+
+/// The settings file, as written.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterFile {
+    /// `host:port` of every node; node id i is position i (from 1).
+    pub endpoints: Vec<String>,
+    /// Default: derived from the endpoint list.
+    #[serde(default)]
+    pub cluster_id: Option<u64>,
+    #[serde(default = "default_tick_ms")]
+    pub tick_ms: u64,
+    #[serde(default = "default_heartbeat_ticks")]
+    pub heartbeat_ticks: u32,
+    #[serde(default = "default_election_ticks")]
+    pub election_ticks: u32,
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// Every limit a node enforces on its clients.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Bytes of key and value in one write (etcd `--max-request-bytes`).
+    pub request_bytes_max: usize,
+    /// Client requests one node serves at once; more are refused with
+    /// RESOURCE_EXHAUSTED.
+    pub concurrent_requests_max: usize,
+    /// Writes and linearizable reads queued at one node's Raft loop (the
+    /// proposal channel and the waiting lists each); more are refused.
+    pub pending_proposals_max: usize,
+    /// How long a client request waits for the cluster before failing
+    /// with DEADLINE_EXCEEDED.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            request_bytes_max: konsen_storage::REQUEST_BYTES_MAX_DEFAULT,
+            concurrent_requests_max: 1024,
+            pending_proposals_max: 4096,
+            request_timeout_ms: 5000,
+        }
+    }
+}
+
+fn default_tick_ms() -> u64 {
+    100
+}
+fn default_heartbeat_ticks() -> u32 {
+    1
+}
+fn default_election_ticks() -> u32 {
+    10
+}
+
+/// Everything a node needs to start, resolved and checked.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Where the cluster settings came from, for messages.
+    pub source: String,
+    pub cluster_id: u64,
+    pub node_id: NodeId,
+    /// Node id → endpoint, for every node (this one included).
+    pub endpoints: Vec<(NodeId, String)>,
+    pub data_dir: PathBuf,
+    pub tick: Duration,
+    pub heartbeat_ticks: u32,
+    pub election_ticks: u32,
+    pub limits: Limits,
+}
+
+impl Settings {
+    /// This node's endpoint.
+    pub fn endpoint(&self) -> &str {
+        self.endpoint_of(self.node_id)
+            .expect("settings invariant: own node id is in the endpoint list")
+    }
+
+    /// The endpoint of node `id`, if it is a member.
+    pub fn endpoint_of(&self, id: NodeId) -> Option<&str> {
+        self.endpoints
+            .iter()
+            .find(|(n, _)| *n == id)
+            .map(|(_, e)| e.as_str())
+    }
+
+    /// The storage settings that follow from these.
+    pub fn storage_options(&self) -> konsen_storage::StorageOptions {
+        konsen_storage::StorageOptions {
+            request_bytes_max: self.limits.request_bytes_max,
+            ..konsen_storage::StorageOptions::default()
+        }
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.limits.request_timeout_ms)
+    }
+
+    /// Reads and resolves the settings for `args`, with the process's
+    /// environment.
+    pub fn load(args: &Args) -> Result<Settings> {
+        let env: HashMap<String, String> = std::env::vars()
+            .filter(|(k, _)| k.starts_with("KONSEN_") && !FLAG_ENV_VARS.contains(&k.as_str()))
+            .collect();
+        Self::load_with_env(args, env)
+    }
+
+    /// [`Settings::load`] with an explicit environment (for tests).
+    pub fn load_with_env(args: &Args, env: HashMap<String, String>) -> Result<Settings> {
+        let (file, source) = read_file(args.config.as_deref(), env)?;
+        resolve(file, source, args)
+    }
+}
+
+/// Reads the settings file (or the embedded default) with the environment
+/// on top.
+fn read_file(path: Option<&Path>, env: HashMap<String, String>) -> Result<(ClusterFile, String)> {
+    let builder = config::Config::builder();
+    let (builder, source) = match path {
+        Some(p) => (
+            builder.add_source(File::from(p).format(FileFormat::Yaml).required(true)),
+            p.display().to_string(),
+        ),
+        None if Path::new(DEFAULT_CONFIG_PATH).exists() => (
+            builder.add_source(File::new(DEFAULT_CONFIG_PATH, FileFormat::Yaml)),
+            DEFAULT_CONFIG_PATH.to_string(),
+        ),
+        None => (
+            builder.add_source(File::from_str(DEFAULT_CONFIG_YAML, FileFormat::Yaml)),
+            "the built-in default (single node)".to_string(),
+        ),
+    };
+    let environment = Environment::with_prefix("KONSEN")
+        .prefix_separator("_")
+        .separator("__")
+        .list_separator(",")
+        .with_list_parse_key("endpoints")
+        .try_parsing(true)
+        .source(Some(env));
+    let file: ClusterFile = builder
+        .add_source(environment)
+        .build()
+        .and_then(|c| c.try_deserialize())
+        .with_context(|| {
+            format!("invalid cluster settings in {source} (or KONSEN_* environment)")
+        })?;
+    Ok((file, source))
+}
+
+/// Checks the file's settings and picks this node with the flags.
+fn resolve(file: ClusterFile, source: String, args: &Args) -> Result<Settings> {
+    let bad = |field: &str, why: String| {
+        anyhow::anyhow!("invalid cluster settings in {source}: {field}: {why}")
+    };
+    if file.endpoints.is_empty() {
+        return Err(bad("endpoints", "must list at least one node".into()));
+    }
+    for (i, e) in file.endpoints.iter().enumerate() {
+        let ok = e
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if !ok {
+            return Err(bad(
+                "endpoints",
+                format!("entry {} ({e:?}) is not host:port", i + 1),
+            ));
+        }
+        if file.endpoints[..i].contains(e) {
+            return Err(bad("endpoints", format!("{e} is listed twice")));
+        }
+    }
+    if file.tick_ms == 0 {
+        return Err(bad("tick_ms", "must be at least 1".into()));
+    }
+    if file.heartbeat_ticks == 0 {
+        return Err(bad("heartbeat_ticks", "must be at least 1".into()));
+    }
+    if file.election_ticks <= file.heartbeat_ticks {
+        return Err(bad(
+            "election_ticks",
+            "must be greater than heartbeat_ticks".into(),
+        ));
+    }
+    let limits = &file.limits;
+    for (field, value) in [
+        ("limits.request_bytes_max", limits.request_bytes_max as u64),
+        (
+            "limits.concurrent_requests_max",
+            limits.concurrent_requests_max as u64,
+        ),
+        (
+            "limits.pending_proposals_max",
+            limits.pending_proposals_max as u64,
+        ),
+        ("limits.request_timeout_ms", limits.request_timeout_ms),
+    ] {
+        if value == 0 {
+            return Err(bad(field, "must be at least 1".into()));
+        }
+    }
+    if file.cluster_id == Some(0) {
+        return Err(bad("cluster_id", "must not be 0".into()));
+    }
+    let endpoints: Vec<(NodeId, String)> = file
+        .endpoints
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (i as NodeId + 1, e.clone()))
+        .collect();
+    let node_id = match (args.node_id, &args.endpoint) {
+        (Some(id), _) => {
+            if id == 0 || id > endpoints.len() as u64 {
+                bail!(
+                    "--node-id {id} is not a node of {source}: ids run from 1 to {}",
+                    endpoints.len()
+                );
+            }
+            id
+        }
+        (None, Some(ep)) => endpoints
+            .iter()
+            .find(|(_, e)| e == ep)
+            .map(|(id, _)| *id)
+            .with_context(|| format!("--endpoint {ep} is not listed in endpoints of {source}"))?,
+        (None, None) if endpoints.len() == 1 => 1,
+        (None, None) => bail!(
+            "{source} lists {} nodes: say which one this is with --node-id or --endpoint",
+            endpoints.len()
+        ),
+    };
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("./data/node-{node_id}")));
+    Ok(Settings {
+        cluster_id: file
+            .cluster_id
+            .unwrap_or_else(|| derive_cluster_id(&file.endpoints)),
+        source,
+        node_id,
+        endpoints,
+        data_dir,
+        tick: Duration::from_millis(file.tick_ms),
+        heartbeat_ticks: file.heartbeat_ticks,
+        election_ticks: file.election_ticks,
+        limits: file.limits,
+    })
+}
+
+/// A cluster id from the endpoint list (FNV-1a), so that every node of a
+/// cluster derives the same one, and nodes of different clusters differ.
+pub fn derive_cluster_id(endpoints: &[String]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in endpoints.join(",").bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash.max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use clap::Parser;
+
+    use super::*;
+
+    fn args(extra: &[&str]) -> Args {
+        Args::parse_from(std::iter::once("konsen-server").chain(extra.iter().copied()))
+    }
+
+    fn write_config(text: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::Builder::new().suffix(".yml").tempfile().unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        f
+    }
+
+    #[test]
+    fn reads_three_nodes_and_picks_by_endpoint() {
+        let f = write_config("endpoints: [127.0.0.1:10001, 127.0.0.1:10002, 127.0.0.1:10003]\n");
+        let path = f.path().to_str().unwrap();
+        let s = Settings::load_with_env(
+            &args(&["--config", path, "--endpoint", "127.0.0.1:10002"]),
+            HashMap::new(),
+        )
+        .unwrap();
+        assert_eq!(s.node_id, 2);
+        assert_eq!(s.endpoint(), "127.0.0.1:10002");
+        assert_eq!(s.tick, Duration::from_millis(100));
+        assert_eq!(s.data_dir, PathBuf::from("./data/node-2"));
+        assert_eq!(
+            s.cluster_id,
+            derive_cluster_id(
+                &s.endpoints
+                    .iter()
+                    .map(|(_, e)| e.clone())
+                    .collect::<Vec<_>>()
+            )
+        );
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let f = write_config("endpoints: [127.0.0.1:1]\ntick_ms: 100\n");
+        let path = f.path().to_str().unwrap();
+        let env = HashMap::from([
+            ("KONSEN_TICK_MS".to_string(), "7".to_string()),
+            (
+                "KONSEN_LIMITS__REQUEST_BYTES_MAX".to_string(),
+                "99".to_string(),
+            ),
+        ]);
+        let s = Settings::load_with_env(&args(&["--config", path]), env).unwrap();
+        assert_eq!(s.tick, Duration::from_millis(7));
+        assert_eq!(s.limits.request_bytes_max, 99);
+    }
+
+    #[test]
+    fn bad_settings_name_the_field_and_file() {
+        let f = write_config("endpoints: [127.0.0.1:1]\nelection_ticks: 1\n");
+        let path = f.path().to_str().unwrap();
+        let err = Settings::load_with_env(&args(&["--config", path]), HashMap::new()).unwrap_err();
+        let text = format!("{err:#}");
+        assert!(
+            text.contains("election_ticks") && text.contains(path),
+            "{text}"
+        );
+
+        let f = write_config("endpoints: [127.0.0.1:1]\ntick_msec: 5\n");
+        let path = f.path().to_str().unwrap();
+        let err = Settings::load_with_env(&args(&["--config", path]), HashMap::new()).unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.contains("tick_msec") && text.contains(path), "{text}");
+    }
+
+    #[test]
+    fn several_nodes_need_a_node_id() {
+        let f = write_config("endpoints: [a:1, b:2]\n");
+        let path = f.path().to_str().unwrap();
+        assert!(Settings::load_with_env(&args(&["--config", path]), HashMap::new()).is_err());
+        assert!(
+            Settings::load_with_env(&args(&["--config", path, "--node-id", "3"]), HashMap::new())
+                .is_err()
+        );
+    }
+}

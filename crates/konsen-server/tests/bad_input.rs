@@ -1,0 +1,85 @@
+//! Bad client input gets a clear error, and the node keeps serving.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use common::TestCluster;
+use konsen_rpc::etcd::etcdserverpb::{PutRequest, RangeRequest, TxnRequest};
+use tonic::Code;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_requests_get_etcd_errors_and_the_node_keeps_serving() {
+    let cluster = TestCluster::start(1);
+    cluster.wait_for_leader(&[1]).await;
+    let mut kv = cluster.kv(1);
+
+    let empty = kv.put(PutRequest::default()).await.unwrap_err();
+    assert_eq!(empty.code(), Code::InvalidArgument);
+    assert_eq!(empty.message(), "etcdserver: key is not provided");
+
+    let empty_read = kv.range(RangeRequest::default()).await.unwrap_err();
+    assert_eq!(empty_read.message(), "etcdserver: key is not provided");
+
+    // Over request_bytes_max (1.5 MiB), within gRPC's allowance.
+    let big = PutRequest {
+        key: b"big".to_vec(),
+        value: vec![b'x'; 1_600_000].into(),
+        ..Default::default()
+    };
+    let too_large = kv.put(big).await.unwrap_err();
+    assert_eq!(too_large.code(), Code::InvalidArgument);
+    assert_eq!(too_large.message(), "etcdserver: request is too large");
+
+    // Far over: refused by gRPC's own message limit.
+    let huge = PutRequest {
+        key: b"huge".to_vec(),
+        value: vec![b'x'; 4 * 1024 * 1024].into(),
+        ..Default::default()
+    };
+    assert!(kv.put(huge).await.is_err());
+
+    let txn = kv.txn(TxnRequest::default()).await.unwrap_err();
+    assert_eq!(txn.code(), Code::Unimplemented);
+    assert!(txn.message().contains("later release"), "{}", txn.message());
+
+    // Garbage on the gRPC port: the connection is dropped, nothing else.
+    for garbage in [
+        &b"\x00\x01\x02 not http/2 at all \xff\xfe"[..],
+        b"GET / HTTP/1.1\r\n\r\n",
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x04\x08\x00\x00\x00\x00\x00",
+    ] {
+        let mut stream = std::net::TcpStream::connect(cluster.endpoint(1)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let _ = stream.write_all(garbage);
+        let mut sink = Vec::new();
+        let _ = stream.read_to_end(&mut sink);
+    }
+
+    cluster.put_retrying(1, "still", "serving").await;
+    assert_eq!(
+        cluster.get(1, "still", false).await.unwrap().as_deref(),
+        Some("serving")
+    );
+}
+
+#[test]
+fn a_bad_config_names_the_field_and_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bad.yml");
+    std::fs::write(&config, "endpoints: [127.0.0.1:1]\nelection_ticks: 0\n").unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_konsen-server"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("election_ticks"), "{stderr}");
+    assert!(stderr.contains(config.to_str().unwrap()), "{stderr}");
+}

@@ -1,0 +1,118 @@
+//! `konsen-cli` against a real cluster: commands, output formats, the
+//! interactive prompt, and its exit codes. Skipped, with a notice, when the
+//! CLI binary has not been built next to the server
+//! (`cargo build --release -p konsen-cli`).
+
+mod common;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+use common::TestCluster;
+
+fn cli_path() -> Option<PathBuf> {
+    let path = PathBuf::from(env!("CARGO_BIN_EXE_konsen-server")).with_file_name("konsen-cli");
+    path.exists().then_some(path)
+}
+
+fn cli(endpoints: &str, args: &[&str]) -> Output {
+    Command::new(cli_path().unwrap())
+        .arg("--endpoints")
+        .arg(endpoints)
+        .args(args)
+        .output()
+        .expect("run konsen-cli")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_finds_the_leader_and_reads_back_writes() {
+    if cli_path().is_none() {
+        eprintln!("NOTICE: konsen-cli is not built next to konsen-server; skipping the CLI test");
+        return;
+    }
+    let cluster = TestCluster::start(3);
+    let leader = cluster.wait_for_leader(&[1, 2, 3]).await;
+    let all = cluster.endpoints.join(",");
+    // Only a follower given: the CLI finds the leader through it.
+    let follower = cluster.ids().into_iter().find(|&id| id != leader).unwrap();
+    let one = cluster.endpoint(follower).to_string();
+
+    let o = cli(&one, &["set", "name", "Lizhao Liu"]);
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(stdout(&o).trim(), "OK");
+    let o = cli(&all, &["get", "name"]);
+    assert_eq!(stdout(&o).trim(), "Lizhao Liu", "{o:?}");
+    let o = cli(&all, &["get", "name", "--serializable"]);
+    assert!(o.status.success(), "{o:?}");
+    let o = cli(&all, &["-w", "json", "get", "na", "--prefix"]);
+    assert!(stdout(&o).contains(r#""value":"Lizhao Liu""#), "{o:?}");
+
+    let o = cli(&one, &["leader"]);
+    assert_eq!(stdout(&o).trim(), cluster.endpoint(leader), "{o:?}");
+    let o = cli(&all, &["status"]);
+    let text = stdout(&o);
+    assert!(o.status.success() && text.lines().count() == 4, "{text}");
+    assert_eq!(text.matches(" leader ").count(), 1, "{text}");
+    assert_eq!(text.matches(" follower ").count(), 2, "{text}");
+
+    let mut prompt = Command::new(cli_path().unwrap())
+        .arg("--endpoints")
+        .arg(&all)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    prompt
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"set greeting=hello world\nget greeting\ndel greeting\nget greeting\nexit\n")
+        .unwrap();
+    let o = prompt.wait_with_output().unwrap();
+    assert!(o.status.success(), "{o:?}");
+    assert!(stdout(&o).contains("hello world"), "{o:?}");
+
+    let o = cli(&all, &["del", "name"]);
+    assert_eq!(stdout(&o).trim(), "1", "{o:?}");
+    let o = cli(&all, &["set", "", "x"]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("key is not provided"),
+        "{o:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_exit_codes_tell_no_leader_from_unreachable() {
+    if cli_path().is_none() {
+        eprintln!("NOTICE: konsen-cli is not built next to konsen-server; skipping the CLI test");
+        return;
+    }
+    let mut cluster = TestCluster::configure(3);
+    cluster.spawn(1);
+    // One node of three: it answers, but can never know a leader.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let o = cli(cluster.endpoint(1), &["--deadline", "2s", "get", "k"]);
+    assert_eq!(o.status.code(), Some(3), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("no leader"),
+        "{o:?}"
+    );
+
+    let o = cli(
+        &cluster.endpoints[1..].join(","),
+        &["--deadline", "1s", "get", "k"],
+    );
+    assert_eq!(o.status.code(), Some(4), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("no endpoint reachable"),
+        "{o:?}"
+    );
+    cluster.kill(1);
+}

@@ -1,0 +1,409 @@
+//! `cargo xtask bench vs-etcd`: the same load against a 3-node etcd cluster
+//! and a 3-node konsen cluster on this machine, one cluster at a time, both
+//! with fsync on and data on local disk, ports on 127.0.0.1 only. Prints one
+//! table with the ratio konsen/etcd for every row, and the servers' memory
+//! after the 1000-client row.
+//!
+//! etcd is Debian's `etcd-server` package (installed with apt-get when
+//! missing); the load generator is `konsen-bench`, which speaks the etcd v3
+//! API to both.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::cargo::{self, Binaries};
+
+/// How long a cluster may take to answer its first write.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a stopped server may take to exit before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+pub struct Options {
+    pub duration_secs: u64,
+    pub bin_dir: Option<PathBuf>,
+}
+
+/// One benchmark row: a workload and its client/connection counts.
+struct Row {
+    name: &'static str,
+    clients: usize,
+    conns: usize,
+    workload: &'static [&'static str],
+}
+
+const ROWS: &[Row] = &[
+    Row {
+        name: "put, 1 client",
+        clients: 1,
+        conns: 1,
+        workload: &["put"],
+    },
+    Row {
+        name: "put, 100 clients",
+        clients: 100,
+        conns: 10,
+        workload: &["put"],
+    },
+    Row {
+        name: "put, 1000 clients / 100 conns",
+        clients: 1000,
+        conns: 100,
+        workload: &["put"],
+    },
+    Row {
+        name: "range linearizable, 100 clients",
+        clients: 100,
+        conns: 10,
+        workload: &["range"],
+    },
+    Row {
+        name: "range serializable, 100 clients",
+        clients: 100,
+        conns: 10,
+        workload: &["range", "--serializable"],
+    },
+];
+/// The row after which server memory is read.
+const RSS_AFTER_ROW: usize = 2;
+
+/// What one row measured.
+#[derive(Clone, Copy, Debug, Default)]
+struct Measured {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: u64,
+}
+
+/// Processes that are stopped (SIGTERM, then SIGKILL) when dropped.
+struct Cluster {
+    name: &'static str,
+    children: Vec<Child>,
+    endpoints: Vec<String>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+        }
+        let deadline = Instant::now() + STOP_GRACE;
+        for child in &mut self.children {
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        println!("[vs-etcd] {} cluster stopped", self.name);
+    }
+}
+
+impl Cluster {
+    /// Resident memory of each server, in MiB.
+    fn rss_mib(&self) -> Vec<f64> {
+        self.children
+            .iter()
+            .map(|c| {
+                fs::read_to_string(format!("/proc/{}/status", c.id()))
+                    .ok()
+                    .and_then(|s| {
+                        s.lines()
+                            .find(|l| l.starts_with("VmRSS:"))
+                            .and_then(|l| l.split_whitespace().nth(1))
+                            .and_then(|kb| kb.parse::<f64>().ok())
+                    })
+                    .map_or(0.0, |kb| kb / 1024.0)
+            })
+            .collect()
+    }
+}
+
+pub fn run(options: &Options) -> Result<()> {
+    let binaries = Binaries::prebuilt_or_build(options.bin_dir.as_deref())?;
+    let bench = binaries.server.with_file_name("konsen-bench");
+    if !bench.exists() {
+        bail!("{} is missing: build the workspace first", bench.display());
+    }
+    let etcd = ensure_etcd()?;
+    let dir = cargo::target_dir()?.join("vs-etcd");
+    if dir.exists() {
+        fs::remove_dir_all(&dir).with_context(|| format!("emptying {}", dir.display()))?;
+    }
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    println!("[vs-etcd] working in {}", dir.display());
+
+    let (etcd_rows, etcd_rss) = {
+        let cluster = start_etcd(&etcd, &dir.join("etcd"))?;
+        measure(&bench, &cluster, options.duration_secs)?
+    };
+    let (konsen_rows, konsen_rss) = {
+        let cluster = start_konsen(&binaries.server, &dir.join("konsen"))?;
+        measure(&bench, &cluster, options.duration_secs)?
+    };
+
+    println!();
+    println!(
+        "8-byte keys, 256-byte values, {} s per row, fsync on, 3 nodes on 127.0.0.1",
+        options.duration_secs
+    );
+    println!(
+        "| {:<33} | {:>11} | {:>11} | {:>7} | {:>13} | {:>13} | {:>7} |",
+        "row", "etcd req/s", "konsen req/s", "ratio", "etcd p50/p99", "konsen p50/p99", "p50 ×"
+    );
+    println!(
+        "|{}|",
+        ["-"; 7]
+            .iter()
+            .map(|_| "-----------")
+            .collect::<Vec<_>>()
+            .join("|")
+    );
+    for ((row, e), k) in ROWS.iter().zip(&etcd_rows).zip(&konsen_rows) {
+        println!(
+            "| {:<33} | {:>11.0} | {:>11.0} | {:>6.2}× | {:>5.2}/{:<6.2}ms | {:>5.2}/{:<6.2}ms | {:>6.2}× |",
+            row.name,
+            e.rps,
+            k.rps,
+            k.rps / e.rps.max(f64::MIN_POSITIVE),
+            e.p50_ms,
+            e.p99_ms,
+            k.p50_ms,
+            k.p99_ms,
+            k.p50_ms / e.p50_ms.max(f64::MIN_POSITIVE),
+        );
+    }
+    let fmt = |v: &[f64]| {
+        v.iter()
+            .map(|m| format!("{m:.0}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!(
+        "server RSS after the 1000-client row (MiB per node): etcd {}; konsen {}",
+        fmt(&etcd_rss),
+        fmt(&konsen_rss)
+    );
+    let errors: u64 = etcd_rows.iter().chain(&konsen_rows).map(|m| m.errors).sum();
+    if errors > 0 {
+        println!(
+            "note: {errors} requests failed in all; see the rows' logs in {}",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// The etcd binary, installed from Debian's `etcd-server` if missing.
+fn ensure_etcd() -> Result<PathBuf> {
+    let found = |p: &str| Path::new(p).exists().then(|| PathBuf::from(p));
+    if let Some(p) = found("/usr/bin/etcd") {
+        return Ok(p);
+    }
+    println!("[vs-etcd] etcd not found: apt-get install -y etcd-server");
+    let status = Command::new("apt-get")
+        .args(["install", "-y", "-qq", "etcd-server"])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .context("running apt-get")?;
+    if !status.success() {
+        bail!("apt-get install etcd-server failed ({status}); install it and run again");
+    }
+    found("/usr/bin/etcd").context("etcd-server installed but /usr/bin/etcd is missing")
+}
+
+fn spawn_logged(mut cmd: Command, log: &Path) -> Result<Child> {
+    let out = fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    let err = out.try_clone()?;
+    cmd.stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .with_context(|| format!("starting {:?}", cmd.get_program()))
+}
+
+fn start_etcd(etcd: &Path, dir: &Path) -> Result<Cluster> {
+    fs::create_dir_all(dir)?;
+    let peers: Vec<String> = (1..=3)
+        .map(|i| format!("e{i}=http://127.0.0.1:{}", 23800 + i))
+        .collect();
+    let mut cluster = Cluster {
+        name: "etcd",
+        children: Vec::new(),
+        endpoints: (1..=3)
+            .map(|i| format!("127.0.0.1:{}", 23790 + i))
+            .collect(),
+    };
+    for i in 1..=3 {
+        let client = format!("http://127.0.0.1:{}", 23790 + i);
+        let peer = format!("http://127.0.0.1:{}", 23800 + i);
+        let mut cmd = Command::new(etcd);
+        cmd.arg(format!("--name=e{i}"))
+            .arg(format!(
+                "--data-dir={}",
+                dir.join(format!("e{i}")).display()
+            ))
+            .arg(format!("--listen-client-urls={client}"))
+            .arg(format!("--advertise-client-urls={client}"))
+            .arg(format!("--listen-peer-urls={peer}"))
+            .arg(format!("--initial-advertise-peer-urls={peer}"))
+            .arg(format!("--initial-cluster={}", peers.join(",")))
+            .arg("--initial-cluster-state=new")
+            .arg("--initial-cluster-token=konsen-vs-etcd")
+            .arg("--logger=zap");
+        cluster
+            .children
+            .push(spawn_logged(cmd, &dir.join(format!("e{i}.log")))?);
+    }
+    println!("[vs-etcd] etcd started on {}", cluster.endpoints.join(","));
+    Ok(cluster)
+}
+
+fn start_konsen(server: &Path, dir: &Path) -> Result<Cluster> {
+    fs::create_dir_all(dir)?;
+    let endpoints: Vec<String> = (1..=3)
+        .map(|i| format!("127.0.0.1:{}", 23890 + i))
+        .collect();
+    let config = dir.join("cluster.yml");
+    let yaml: String = std::iter::once("endpoints:\n".to_string())
+        .chain(endpoints.iter().map(|e| format!("  - {e}\n")))
+        .collect();
+    fs::write(&config, yaml)?;
+    let mut cluster = Cluster {
+        name: "konsen",
+        children: Vec::new(),
+        endpoints,
+    };
+    for i in 1..=3 {
+        let mut cmd = Command::new(server);
+        cmd.arg("--config")
+            .arg(&config)
+            .arg("--node-id")
+            .arg(i.to_string())
+            .arg("--data-dir")
+            .arg(dir.join(format!("node-{i}")));
+        cluster
+            .children
+            .push(spawn_logged(cmd, &dir.join(format!("node-{i}.log")))?);
+    }
+    println!(
+        "[vs-etcd] konsen started on {}",
+        cluster.endpoints.join(",")
+    );
+    Ok(cluster)
+}
+
+/// Waits for the cluster to take a write, then runs every row.
+fn measure(bench: &Path, cluster: &Cluster, secs: u64) -> Result<(Vec<Measured>, Vec<f64>)> {
+    let endpoints = cluster.endpoints.join(",");
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        let ok = Command::new(bench)
+            .args([
+                "--endpoints",
+                &endpoints,
+                "--target-leader",
+                "--total",
+                "1",
+                "--timeout",
+                "2",
+                "put",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the {} cluster took no write within {READY_TIMEOUT:?}",
+                cluster.name
+            );
+        }
+        sleep(Duration::from_millis(500));
+    }
+    let mut rows = Vec::new();
+    let mut rss = Vec::new();
+    for (i, row) in ROWS.iter().enumerate() {
+        println!("[vs-etcd] {}: {} ...", cluster.name, row.name);
+        let out = Command::new(bench)
+            .args(["--endpoints", &endpoints, "--target-leader", "--json"])
+            .args([
+                "--clients",
+                &row.clients.to_string(),
+                "--conns",
+                &row.conns.to_string(),
+            ])
+            .args([
+                "--duration",
+                &secs.to_string(),
+                "--key-size",
+                "8",
+                "--val-size",
+                "256",
+            ])
+            .args(["--key-space", "10000"])
+            .args(row.workload)
+            .stderr(Stdio::inherit())
+            .output()
+            .context("running konsen-bench")?;
+        if !out.status.success() {
+            bail!(
+                "konsen-bench failed on {} ({}): {}",
+                cluster.name,
+                row.name,
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+        rows.push(
+            parse(&out.stdout)
+                .with_context(|| format!("reading konsen-bench's report for {}", row.name))?,
+        );
+        if i == RSS_AFTER_ROW {
+            rss = cluster.rss_mib();
+        }
+    }
+    Ok((rows, rss))
+}
+
+/// Reads konsen-bench's `--json` report.
+fn parse(json: &[u8]) -> Result<Measured> {
+    let v: serde_json::Value = serde_json::from_slice(json)?;
+    let num = |path: &[&str]| {
+        path.iter()
+            .try_fold(&v, |v, k| v.get(k))
+            .and_then(|v| v.as_f64())
+            .with_context(|| format!("field {} missing", path.join(".")))
+    };
+    Ok(Measured {
+        rps: num(&["requests_per_second"])?,
+        p50_ms: num(&["latency_ms", "p50"])?,
+        p99_ms: num(&["latency_ms", "p99"])?,
+        errors: num(&["errors"])? as u64,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_bench_report() {
+        let json = br#"{"requests_per_second": 1234.5, "errors": 2, "latency_ms": {"p50": 1.5, "p99": 9.0}}"#;
+        let m = parse(json).expect("parses");
+        assert_eq!((m.rps, m.p50_ms, m.p99_ms, m.errors), (1234.5, 1.5, 9.0, 2));
+        assert!(parse(br#"{"errors": 0}"#).is_err());
+    }
+}
