@@ -125,10 +125,7 @@ impl Settings {
     /// Reads and resolves the settings for `args`, with the process's
     /// environment.
     pub fn load(args: &Args) -> Result<Settings> {
-        let env: HashMap<String, String> = std::env::vars()
-            .filter(|(k, _)| k.starts_with("KONSEN_") && !FLAG_ENV_VARS.contains(&k.as_str()))
-            .collect();
-        Self::load_with_env(args, env)
+        Self::load_with_env(args, settings_env(std::env::vars()))
     }
 
     /// [`Settings::load`] with an explicit environment (for tests).
@@ -136,6 +133,25 @@ impl Settings {
         let (file, source) = read_file(args.config.as_deref(), env)?;
         resolve(file, source, args)
     }
+}
+
+/// The environment variables that name settings of the cluster file.
+/// Other `KONSEN_*` variables (the flags' own, and those of tests and
+/// benchmarks such as `KONSEN_SIM_SEEDS`) are not settings and are left
+/// alone, so that they cannot stop a node from starting.
+fn settings_env(vars: impl Iterator<Item = (String, String)>) -> HashMap<String, String> {
+    const SETTINGS: &[&str] = &[
+        "KONSEN_ENDPOINTS",
+        "KONSEN_CLUSTER_ID",
+        "KONSEN_TICK_MS",
+        "KONSEN_HEARTBEAT_TICKS",
+        "KONSEN_ELECTION_TICKS",
+    ];
+    vars.filter(|(k, _)| {
+        !FLAG_ENV_VARS.contains(&k.as_str())
+            && (SETTINGS.contains(&k.as_str()) || k.starts_with("KONSEN_LIMITS__"))
+    })
+    .collect()
 }
 
 /// Reads the settings file (or the embedded default) with the environment
@@ -300,6 +316,22 @@ mod tests {
         let mut f = tempfile::Builder::new().suffix(".yml").tempfile().unwrap();
         f.write_all(text.as_bytes()).unwrap();
         f
+    }
+
+    #[test]
+    fn only_setting_variables_are_read_from_the_environment() {
+        let vars = [
+            ("KONSEN_TICK_MS", "50"),
+            ("KONSEN_LIMITS__REQUEST_BYTES_MAX", "1024"),
+            ("KONSEN_SIM_SEEDS", "100"),
+            ("KONSEN_NODE_ID", "2"),
+            ("PATH", "/bin"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        let env = settings_env(vars.into_iter());
+        let mut keys: Vec<&str> = env.keys().map(String::as_str).collect();
+        keys.sort();
+        assert_eq!(keys, ["KONSEN_LIMITS__REQUEST_BYTES_MAX", "KONSEN_TICK_MS"]);
     }
 
     #[test]
