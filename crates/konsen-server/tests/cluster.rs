@@ -1,5 +1,5 @@
-//! A three-node cluster of real processes: elections, replication,
-//! crashes and restarts, and what happens without a majority.
+//! Clusters of real processes (one, three and five nodes): elections,
+//! replication, crashes and restarts, and what happens without a majority.
 
 mod common;
 
@@ -35,6 +35,42 @@ async fn three_nodes_elect_one_leader() {
     );
     let header = cluster.status(leader).await.unwrap().header.unwrap();
     assert_eq!(header.member_id, leader);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn five_nodes_elect_a_leader_and_survive_two_failures() {
+    let mut cluster = TestCluster::start(5);
+    let leader = cluster.wait_for_leader(&[1, 2, 3, 4, 5]).await;
+    cluster.put_retrying(leader, "five", "1").await;
+    // Two nodes down, the leader among them: the other three still form a
+    // majority, elect a leader and keep every acknowledged write.
+    let other = cluster.ids().into_iter().find(|&id| id != leader).unwrap();
+    cluster.kill(leader);
+    cluster.kill(other);
+    let alive: Vec<u64> = cluster
+        .ids()
+        .into_iter()
+        .filter(|&id| id != leader && id != other)
+        .collect();
+    let new_leader = cluster.wait_for_leader(&alive).await;
+    assert_ne!(new_leader, leader);
+    assert_eq!(
+        cluster
+            .get(alive[0], "five", false)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("1")
+    );
+    cluster.put_retrying(alive[1], "five", "2").await;
+    assert_eq!(
+        cluster
+            .get(alive[2], "five", false)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("2")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
