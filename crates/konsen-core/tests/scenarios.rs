@@ -5,7 +5,9 @@
 //! review the diff as you would review a change to the protocol.
 //!
 //! Commands:
-//! * `cluster N [pre_vote=BOOL] [check_quorum=BOOL]`: a fresh cluster.
+//! * `cluster N [pre_vote=BOOL] [check_quorum=BOOL] [entries_bytes_max=N]
+//!   [unsafe_commit_old_term=BOOL]`: a fresh cluster (the last one breaks
+//!   the commitment rule on purpose, as a negative control).
 //! * `campaign ID`: node ID starts an election now.
 //! * `tick ID [times=N]`: advances ID's clock (no delivery).
 //! * `stabilize`: persist, deliver and apply until nothing moves.
@@ -19,13 +21,16 @@
 //!   log up to it.
 //! * `status`, `log ID`.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::error::Error;
 use std::fmt::Write as _;
 
 use bytes::Bytes;
 use konsen_core::storage::{MemStorage, Storage};
-use konsen_core::{Config, Membership, Message, MessageBody, NodeId, RawNode, RestoredState};
+use konsen_core::{
+    Config, Index, Membership, Message, MessageBody, NegativeControl, NodeId, RawNode,
+    RestoredState, Term,
+};
 
 #[derive(goldenscript::Command)]
 enum Command {
@@ -35,6 +40,12 @@ enum Command {
         pre_vote: Option<bool>,
         #[arg(key)]
         check_quorum: Option<bool>,
+        /// Bytes of entries per append (1: one entry per message).
+        #[arg(key)]
+        entries_bytes_max: Option<usize>,
+        /// Negative control: commit old-term entries by counting replicas.
+        #[arg(key)]
+        unsafe_commit_old_term: Option<bool>,
     },
     Campaign(NodeId),
     Tick {
@@ -58,6 +69,8 @@ enum Command {
 #[derive(Default)]
 struct Cluster {
     nodes: Vec<(RawNode, MemStorage)>,
+    /// What was applied at each index, by any node (State Machine Safety).
+    applied: BTreeMap<Index, (Term, Bytes)>,
     queue: VecDeque<Message>,
     cut: BTreeSet<(NodeId, NodeId)>,
 }
@@ -117,6 +130,21 @@ impl Cluster {
                         e.term,
                         fmt_data(&e.data)
                     )?;
+                    let first = self
+                        .applied
+                        .entry(e.index)
+                        .or_insert((e.term, e.data.clone()));
+                    if *first != (e.term, e.data.clone()) {
+                        writeln!(
+                            out,
+                            "SAFETY VIOLATION: n{id} applies {}@{} where {}@{} {} was applied before",
+                            e.index,
+                            e.term,
+                            e.index,
+                            first.0,
+                            fmt_data(&first.1)
+                        )?;
+                    }
                 }
                 for r in &ready.read_states {
                     writeln!(
@@ -257,12 +285,21 @@ impl goldenscript::Runner for Runner {
                 nodes,
                 pre_vote,
                 check_quorum,
+                entries_bytes_max,
+                unsafe_commit_old_term,
             } => {
                 *c = Cluster::default();
                 for id in 1..=*nodes {
                     let mut config = Config::new(id);
                     config.pre_vote = pre_vote.unwrap_or(true);
                     config.check_quorum = check_quorum.unwrap_or(true);
+                    if let Some(max) = entries_bytes_max {
+                        config.entries_bytes_max = *max;
+                    }
+                    if unsafe_commit_old_term == &Some(true) {
+                        config.unsafe_negative_control =
+                            Some(NegativeControl::CommitOldTermByCount);
+                    }
                     let restored = RestoredState {
                         membership: Membership::with_voters(1..=*nodes),
                         ..Default::default()
@@ -377,3 +414,5 @@ scenario!(log_repair);
 scenario!(read_index);
 scenario!(leader_transfer);
 scenario!(snapshot);
+scenario!(figure_8);
+scenario!(figure_8_safe);
