@@ -11,6 +11,9 @@
 //!   process, in-memory logs).
 //! * `bench vs-etcd`: the same load against etcd and konsen clusters on
 //!   this machine, side by side.
+//! * `chaos`: the fault-injection suite: real nodes, real clients, killed
+//!   and paused processes, partitions, and a linearizability check of the
+//!   history.
 //!
 //! # Layout
 //!
@@ -18,16 +21,15 @@
 //! * `cargo.rs`: running cargo, the target directory, the release build.
 //! * `dist.rs`, `local.rs`, `bench.rs`, `vs_etcd.rs`: one command each.
 //! * `linearizability.rs`: the history checker of the fault-injection suite.
+//! * `chaos/`: the fault-injection suite (`cargo xtask chaos`).
 
 mod bench;
 mod cargo;
+mod chaos;
 mod cluster_file;
 mod dist;
-mod local;
-// The checker of the fault-injection suite; the suite itself (`cargo xtask
-// chaos`) is not written yet, so only its tests use it for now.
-#[cfg_attr(not(test), allow(dead_code))]
 mod linearizability;
+mod local;
 mod vs_etcd;
 
 use std::path::PathBuf;
@@ -76,6 +78,50 @@ enum Cmd {
         /// konsen-local/ in the target directory.
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
+    },
+    /// Fault injection: runs a cluster on 127.0.0.1 under client load
+    /// while killing, pausing, restarting and partitioning nodes, then
+    /// checks that the history is linearizable and the cluster recovers.
+    Chaos {
+        /// Seconds of faults per scenario.
+        #[arg(long, default_value_t = 30)]
+        duration: u64,
+        /// Seed of the fault schedule and the clients (default: from the
+        /// clock; always printed).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// kill-random, kill-leader, pause-random, pause-leader,
+        /// rolling-restart, partition-random, partition-leader, mixed, or
+        /// all.
+        #[arg(long, default_value = "all")]
+        scenario: String,
+        /// How many nodes.
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 6)]
+        clients: u64,
+        /// Keys the clients share.
+        #[arg(long, default_value_t = 5)]
+        keys: usize,
+        /// Take konsen-server and konsen-cli from DIR instead of building.
+        #[arg(long, value_name = "DIR")]
+        bin_dir: Option<PathBuf>,
+        /// Negative control: start the nodes with the server's UNSAFE
+        /// `unsafe_stale_reads`; the check is expected to fail.
+        #[arg(long)]
+        unsafe_stale_reads: bool,
+        /// Instead of a scenario: kill the leader N times and report the
+        /// time until a write succeeds again (median, p99).
+        #[arg(long, value_name = "N")]
+        failover: Option<usize>,
+        /// The nodes' tick_ms (default: the server's, 100 ms); election
+        /// timeouts scale with it.
+        #[arg(long)]
+        tick_ms: Option<u64>,
+        /// Keep each run's directory (node logs) even when it passes.
+        #[arg(long)]
+        keep: bool,
     },
     /// Runs a benchmark.
     Bench {
@@ -133,6 +179,31 @@ fn main() -> Result<()> {
             base_port,
             bin_dir,
             dir,
+        }),
+        Cmd::Chaos {
+            duration,
+            seed,
+            scenario,
+            nodes,
+            clients,
+            keys,
+            bin_dir,
+            unsafe_stale_reads,
+            failover,
+            tick_ms,
+            keep,
+        } => chaos::run(&chaos::Options {
+            duration_secs: duration,
+            seed,
+            scenario,
+            nodes,
+            clients,
+            keys,
+            bin_dir,
+            unsafe_stale_reads,
+            failover,
+            tick_ms,
+            keep,
         }),
         Cmd::Bench {
             which: Bench::Core { secs, batch },

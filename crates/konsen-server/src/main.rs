@@ -20,7 +20,7 @@ use konsen_server::args::Args;
 use konsen_server::settings::Settings;
 use konsen_server::{logging, open_store, run_node};
 use tokio::signal::unix::{SignalKind, signal};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -48,6 +48,13 @@ async fn run(args: Args) -> Result<()> {
     let settings = Arc::new(Settings::load(&args)?);
     let endpoints: Vec<&str> = settings.endpoints.iter().map(|(_, e)| e.as_str()).collect();
     info!(source = %settings.source, cluster_id = settings.cluster_id, "Cluster endpoints: {endpoints:?}");
+    if settings.unsafe_stale_reads {
+        warn!(
+            "UNSAFE: unsafe_stale_reads is on: linearizable reads are served from this node's \
+             local state without ReadIndex and MAY BE STALE. For fault-injection tests only; \
+             never in production."
+        );
+    }
     let store = open_store(&settings)?;
 
     let endpoint = settings.endpoint();

@@ -39,6 +39,11 @@ pub struct ClusterFile {
     pub election_ticks: u32,
     #[serde(default)]
     pub limits: Limits,
+    /// UNSAFE, for the fault-injection suite's negative control only:
+    /// serve linearizable reads from this node's applied state, without
+    /// ReadIndex, so reads may be stale. Default false.
+    #[serde(default)]
+    pub unsafe_stale_reads: bool,
 }
 
 /// Every limit a node enforces on its clients.
@@ -93,6 +98,9 @@ pub struct Settings {
     pub heartbeat_ticks: u32,
     pub election_ticks: u32,
     pub limits: Limits,
+    /// Serve linearizable reads as serializable ones (stale reads); see
+    /// [`ClusterFile::unsafe_stale_reads`].
+    pub unsafe_stale_reads: bool,
 }
 
 impl Settings {
@@ -146,6 +154,7 @@ fn settings_env(vars: impl Iterator<Item = (String, String)>) -> HashMap<String,
         "KONSEN_TICK_MS",
         "KONSEN_HEARTBEAT_TICKS",
         "KONSEN_ELECTION_TICKS",
+        "KONSEN_UNSAFE_STALE_READS",
     ];
     vars.filter(|(k, _)| {
         !FLAG_ENV_VARS.contains(&k.as_str())
@@ -286,6 +295,7 @@ fn resolve(file: ClusterFile, source: String, args: &Args) -> Result<Settings> {
         heartbeat_ticks: file.heartbeat_ticks,
         election_ticks: file.election_ticks,
         limits: file.limits,
+        unsafe_stale_reads: file.unsafe_stale_reads,
     })
 }
 
@@ -372,6 +382,23 @@ mod tests {
         let s = Settings::load_with_env(&args(&["--config", path]), env).unwrap();
         assert_eq!(s.tick, Duration::from_millis(7));
         assert_eq!(s.limits.request_bytes_max, 99);
+    }
+
+    #[test]
+    fn unsafe_stale_reads_is_off_unless_asked_for() {
+        let f = write_config("endpoints: [127.0.0.1:1]\n");
+        let path = f.path().to_str().unwrap();
+        let s = Settings::load_with_env(&args(&["--config", path]), HashMap::new()).unwrap();
+        assert!(!s.unsafe_stale_reads);
+        let vars =
+            [("KONSEN_UNSAFE_STALE_READS", "true")].map(|(k, v)| (k.to_string(), v.to_string()));
+        let env = settings_env(vars.into_iter());
+        let s = Settings::load_with_env(&args(&["--config", path]), env).unwrap();
+        assert!(s.unsafe_stale_reads);
+        let f = write_config("endpoints: [127.0.0.1:1]\nunsafe_stale_reads: true\n");
+        let path = f.path().to_str().unwrap();
+        let s = Settings::load_with_env(&args(&["--config", path]), HashMap::new()).unwrap();
+        assert!(s.unsafe_stale_reads);
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! UNIMPLEMENTED until a later release.
 //!
 //! Reads are linearizable (ReadIndex through the node loop) unless the
-//! request sets `serializable`, which reads this node's applied state.
+//! request sets `serializable`, which reads this node's applied state (as
+//! does every read when the unsafe setting `unsafe_stale_reads` is on).
 
 use std::cmp::Ordering;
 
@@ -44,7 +45,10 @@ impl Kv for KvService {
         }
         let (read, extras) = range_request_from_etcd(&request)
             .map_err(|e| Status::invalid_argument(format!("etcdserver: {e}")))?;
-        let outcome = self.shared.read(read, !request.serializable).await?;
+        // `unsafe_stale_reads` (the fault-injection suite's negative
+        // control) turns every read into a serializable one.
+        let linearizable = !request.serializable && !self.shared.settings.unsafe_stale_reads;
+        let outcome = self.shared.read(read, linearizable).await?;
         let mut response = outcome.response;
         if !extras.is_trivial() {
             post_process(&mut response.kvs, &extras);
