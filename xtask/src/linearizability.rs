@@ -233,10 +233,17 @@ fn unlift(events: &mut [Event], call: usize, ret: usize) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn op(client: u64, kind: OpKind, invoke: u64, complete: u64, outcome: Outcome) -> Op {
+    /// An operation on key "k" (shared with the chaos suite's tests).
+    pub(crate) fn op(
+        client: u64,
+        kind: OpKind,
+        invoke: u64,
+        complete: u64,
+        outcome: Outcome,
+    ) -> Op {
         Op {
             client,
             key: "k".into(),

@@ -582,17 +582,7 @@ mod tests {
     use tonic::{Code, Status};
 
     use super::*;
-
-    fn op(client: u64, kind: OpKind, invoke: u64, complete: u64, outcome: Outcome) -> Op {
-        Op {
-            client,
-            key: "k".into(),
-            kind,
-            invoke,
-            complete,
-            outcome,
-        }
-    }
+    use crate::linearizability::tests::op;
 
     #[test]
     fn only_unseen_unknown_writes_are_pruned() {
