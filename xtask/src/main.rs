@@ -91,8 +91,8 @@ enum Cmd {
         #[arg(long)]
         seed: Option<u64>,
         /// kill-random, kill-leader, pause-random, pause-leader,
-        /// rolling-restart, partition-random, partition-leader, mixed, or
-        /// all.
+        /// rolling-restart, partition-random, partition-leader,
+        /// partition-one-way, partition-bridge, mixed, or all.
         #[arg(long, default_value = "all")]
         scenario: String,
         /// How many nodes.

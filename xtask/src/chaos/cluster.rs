@@ -237,6 +237,16 @@ impl Cluster {
         Ok(())
     }
 
+    /// Cuts the given directed links (`from -> to`).
+    pub fn cut_links(&self, pairs: &[(u64, u64)]) -> Result<()> {
+        let links = self
+            .links
+            .as_ref()
+            .context("this cluster was started without partition proxies")?;
+        links.cut(pairs);
+        Ok(())
+    }
+
     /// Heals every partition. Returns whether there was one.
     pub fn heal_network(&self) -> bool {
         self.links.as_ref().is_some_and(Links::heal)

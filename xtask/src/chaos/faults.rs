@@ -43,13 +43,19 @@ pub enum Scenario {
     PartitionRandom,
     /// Cut the leader off from its peers, heal after a while.
     PartitionLeader,
+    /// Cut every link out of the leader, one way only: it still hears its
+    /// peers, they no longer hear it. Heal after a while.
+    PartitionOneWay,
+    /// Split the other nodes into two halves that cannot reach each other,
+    /// with one node (the bridge) still reaching both. Heal after a while.
+    PartitionBridge,
     /// Any of the above, drawn each round.
     Mixed,
 }
 
 impl Scenario {
     /// Every scenario, in the order `--scenario all` runs them.
-    pub const ALL: [Scenario; 8] = [
+    pub const ALL: [Scenario; 10] = [
         Scenario::KillRandom,
         Scenario::KillLeader,
         Scenario::PauseRandom,
@@ -57,6 +63,8 @@ impl Scenario {
         Scenario::RollingRestart,
         Scenario::PartitionRandom,
         Scenario::PartitionLeader,
+        Scenario::PartitionOneWay,
+        Scenario::PartitionBridge,
         Scenario::Mixed,
     ];
 
@@ -64,7 +72,11 @@ impl Scenario {
     pub fn partitions(self) -> bool {
         matches!(
             self,
-            Scenario::PartitionRandom | Scenario::PartitionLeader | Scenario::Mixed
+            Scenario::PartitionRandom
+                | Scenario::PartitionLeader
+                | Scenario::PartitionOneWay
+                | Scenario::PartitionBridge
+                | Scenario::Mixed
         )
     }
 
@@ -77,6 +89,8 @@ impl Scenario {
             Scenario::RollingRestart => "rolling-restart",
             Scenario::PartitionRandom => "partition-random",
             Scenario::PartitionLeader => "partition-leader",
+            Scenario::PartitionOneWay => "partition-one-way",
+            Scenario::PartitionBridge => "partition-bridge",
             Scenario::Mixed => "mixed",
         }
     }
@@ -244,6 +258,47 @@ async fn inject(
             note(format!("before healing: {}", cluster.views().await));
             cluster.heal_network();
             note(format!("partition of node {id} healed"));
+        }
+        Scenario::PartitionOneWay => {
+            let (id, which) = pick_leader(rng, cluster).await;
+            let out: Vec<(u64, u64)> = cluster
+                .ids()
+                .into_iter()
+                .filter(|&p| p != id)
+                .map(|p| (id, p))
+                .collect();
+            cluster.cut_links(&out)?;
+            note(format!(
+                "FAULT one-way partition: node {id} ({which}) hears its peers, they do not hear it"
+            ));
+            tokio::time::sleep(Duration::from_millis(rng.random_range(1000..3000))).await;
+            note(format!("before healing: {}", cluster.views().await));
+            cluster.heal_network();
+            note(format!("one-way partition of node {id} healed"));
+        }
+        Scenario::PartitionBridge => {
+            let mut ids = cluster.ids();
+            let bridge = ids.remove(rng.random_range(0..ids.len()));
+            // The others, shuffled, split in two halves.
+            for i in (1..ids.len()).rev() {
+                ids.swap(i, rng.random_range(0..=i));
+            }
+            let (a, b) = ids.split_at(ids.len() / 2);
+            let mut cuts = Vec::new();
+            for &x in a {
+                for &y in b {
+                    cuts.push((x, y));
+                    cuts.push((y, x));
+                }
+            }
+            cluster.cut_links(&cuts)?;
+            note(format!(
+                "FAULT bridge partition: {a:?} and {b:?} cannot reach each other, node {bridge} reaches both"
+            ));
+            tokio::time::sleep(Duration::from_millis(rng.random_range(1000..3000))).await;
+            note(format!("before healing: {}", cluster.views().await));
+            cluster.heal_network();
+            note("bridge partition healed".to_string());
         }
         Scenario::Mixed => unreachable!("mixed is resolved by run"),
     }

@@ -66,6 +66,16 @@ impl Links {
         }
     }
 
+    /// Cuts the links `from -> to` for every given pair (one direction
+    /// each: `to` still reaches `from` unless that pair is given too).
+    pub fn cut(&self, pairs: &[(u64, u64)]) {
+        for pair in pairs {
+            if let Some((_, cut)) = self.links.get(pair) {
+                cut.send_replace(true);
+            }
+        }
+    }
+
     /// Heals every cut link. Returns whether any was cut.
     pub fn heal(&self) -> bool {
         let mut any = false;
