@@ -82,47 +82,7 @@ enum Cmd {
     /// Fault injection: runs a cluster on 127.0.0.1 under client load
     /// while killing, pausing, restarting and partitioning nodes, then
     /// checks that the history is linearizable and the cluster recovers.
-    Chaos {
-        /// Seconds of faults per scenario.
-        #[arg(long, default_value_t = 30)]
-        duration: u64,
-        /// Seed of the fault schedule and the clients (default: from the
-        /// clock; always printed).
-        #[arg(long)]
-        seed: Option<u64>,
-        /// kill-random, kill-leader, pause-random, pause-leader,
-        /// rolling-restart, partition-random, partition-leader,
-        /// partition-one-way, partition-bridge, mixed, or all.
-        #[arg(long, default_value = "all")]
-        scenario: String,
-        /// How many nodes.
-        #[arg(long, default_value_t = 3)]
-        nodes: usize,
-        /// Concurrent clients.
-        #[arg(long, default_value_t = 6)]
-        clients: u64,
-        /// Keys the clients share.
-        #[arg(long, default_value_t = 5)]
-        keys: usize,
-        /// Take konsen-server and konsen-cli from DIR instead of building.
-        #[arg(long, value_name = "DIR")]
-        bin_dir: Option<PathBuf>,
-        /// Negative control: start the nodes with the server's UNSAFE
-        /// `unsafe_stale_reads`; the check is expected to fail.
-        #[arg(long)]
-        unsafe_stale_reads: bool,
-        /// Instead of a scenario: kill the leader N times and report the
-        /// time until a write succeeds again (median, p99).
-        #[arg(long, value_name = "N")]
-        failover: Option<usize>,
-        /// The nodes' tick_ms (default: the server's, 100 ms); election
-        /// timeouts scale with it.
-        #[arg(long)]
-        tick_ms: Option<u64>,
-        /// Keep each run's directory (node logs) even when it passes.
-        #[arg(long)]
-        keep: bool,
-    },
+    Chaos(chaos::Options),
     /// Runs a benchmark.
     Bench {
         #[command(subcommand)]
@@ -180,31 +140,7 @@ fn main() -> Result<()> {
             bin_dir,
             dir,
         }),
-        Cmd::Chaos {
-            duration,
-            seed,
-            scenario,
-            nodes,
-            clients,
-            keys,
-            bin_dir,
-            unsafe_stale_reads,
-            failover,
-            tick_ms,
-            keep,
-        } => chaos::run(&chaos::Options {
-            duration_secs: duration,
-            seed,
-            scenario,
-            nodes,
-            clients,
-            keys,
-            bin_dir,
-            unsafe_stale_reads,
-            failover,
-            tick_ms,
-            keep,
-        }),
+        Cmd::Chaos(options) => chaos::run(&options),
         Cmd::Bench {
             which: Bench::Core { secs, batch },
         } => bench::core(secs, batch),

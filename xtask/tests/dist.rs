@@ -17,13 +17,9 @@ fn endpoints(n: usize) -> Vec<String> {
 }
 
 /// Runs dist for an `n`-node cluster and checks every folder.
-fn dist_makes_one_folder_per_node(n: usize) {
-    let tmp = tempfile::tempdir().unwrap();
-    let endpoints = endpoints(n);
-    let config = write_cluster_file(tmp.path(), &endpoints);
-    let bin = fake_bin_dir(tmp.path());
-    let out = tmp.path().join("output");
-    let output = xtask(&[
+/// Runs `xtask dist` with prebuilt (stand-in) binaries.
+fn dist(config: &Path, out: &Path, bin: &Path) -> std::process::Output {
+    xtask(&[
         "dist",
         "--config",
         config.to_str().unwrap(),
@@ -31,7 +27,16 @@ fn dist_makes_one_folder_per_node(n: usize) {
         out.to_str().unwrap(),
         "--bin-dir",
         bin.to_str().unwrap(),
-    ]);
+    ])
+}
+
+fn dist_makes_one_folder_per_node(n: usize) {
+    let tmp = tempfile::tempdir().unwrap();
+    let endpoints = endpoints(n);
+    let config = write_cluster_file(tmp.path(), &endpoints);
+    let bin = fake_bin_dir(tmp.path());
+    let out = tmp.path().join("output");
+    let output = dist(&config, &out, &bin);
     assert_success(&output, "xtask dist");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let cluster_text = fs::read_to_string(&config).unwrap();
@@ -148,15 +153,7 @@ fn refused(text: &str, problem: &str) {
     fs::write(&config, text).unwrap();
     let bin = fake_bin_dir(tmp.path());
     let out = tmp.path().join("output");
-    let output = xtask(&[
-        "dist",
-        "--config",
-        config.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--bin-dir",
-        bin.to_str().unwrap(),
-    ]);
+    let output = dist(&config, &out, &bin);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "dist accepted {text:?}");
     assert!(

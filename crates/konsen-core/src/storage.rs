@@ -85,9 +85,7 @@ impl MemStorage {
     fn last(&self) -> Index {
         self.log.purged_index + self.log.entries.len() as Index
     }
-}
 
-impl MemStorage {
     /// Replaces the whole log by a snapshot ending at `(index, term)`.
     pub fn install_snapshot(&mut self, index: Index, term: Term) {
         self.log.entries.clear();

@@ -2,7 +2,8 @@
 //!
 //! * `KONSEN_SIM_SEEDS=N` runs N seeds per test instead of the default.
 //! * `KONSEN_SIM_SEED=S KONSEN_SIM_NODES=K` with the `replay` test reruns
-//!   exactly one failing run, printing its statistics.
+//!   exactly one failing run, printing its statistics (it is `#[ignore]`d:
+//!   run it with `-- --ignored`).
 
 mod sim;
 
@@ -63,15 +64,14 @@ fn seven_nodes_b() {
 }
 
 /// Replays one seed given by `KONSEN_SIM_SEED` (and `KONSEN_SIM_NODES`,
-/// default 3); does nothing without it.
+/// default 3). A tool rather than a check, so it runs only when asked for.
 #[test]
+#[ignore = "replays the seed in KONSEN_SIM_SEED; run with --ignored"]
 fn replay() {
-    let Some(seed) = std::env::var("KONSEN_SIM_SEED")
+    let seed = std::env::var("KONSEN_SIM_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-    else {
-        return;
-    };
+        .expect("set KONSEN_SIM_SEED to the seed to replay");
     let nodes = std::env::var("KONSEN_SIM_NODES")
         .ok()
         .and_then(|s| s.parse().ok())

@@ -77,11 +77,7 @@ async fn five_nodes_elect_a_leader_and_survive_two_failures() {
 async fn a_write_through_a_follower_is_read_through_another_node() {
     let cluster = TestCluster::start(3);
     let leader = cluster.wait_for_leader(&[1, 2, 3]).await;
-    let followers: Vec<u64> = cluster
-        .ids()
-        .into_iter()
-        .filter(|&id| id != leader)
-        .collect();
+    let followers: Vec<u64> = cluster.others(leader);
     let put = cluster
         .put_retrying(followers[0], "name", "Lizhao Liu")
         .await;
@@ -124,11 +120,7 @@ async fn acknowledged_writes_survive_a_leader_crash() {
     );
 
     cluster.kill(leader);
-    let survivors: Vec<u64> = cluster
-        .ids()
-        .into_iter()
-        .filter(|&id| id != leader)
-        .collect();
+    let survivors: Vec<u64> = cluster.others(leader);
     let new_leader = cluster.wait_for_leader(&survivors).await;
     assert_ne!(new_leader, leader);
     for (key, value) in &acknowledged {
@@ -172,11 +164,7 @@ async fn without_a_majority_writes_never_succeed() {
     let mut cluster = TestCluster::start(3);
     let leader = cluster.wait_for_leader(&[1, 2, 3]).await;
     cluster.put_retrying(leader, "k", "before").await;
-    let followers: Vec<u64> = cluster
-        .ids()
-        .into_iter()
-        .filter(|&id| id != leader)
-        .collect();
+    let followers: Vec<u64> = cluster.others(leader);
     cluster.kill(followers[0]);
     cluster.kill(followers[1]);
     // Through the old leader, several times over the period in which it
@@ -219,11 +207,7 @@ async fn sigterm_stops_a_node_cleanly_and_it_restarts() {
 async fn writes_acknowledged_during_a_leader_crash_survive_it() {
     let mut cluster = TestCluster::start(3);
     let leader = cluster.wait_for_leader(&[1, 2, 3]).await;
-    let followers: Vec<u64> = cluster
-        .ids()
-        .into_iter()
-        .filter(|&id| id != leader)
-        .collect();
+    let followers: Vec<u64> = cluster.others(leader);
     let clients: Vec<_> = cluster.ids().into_iter().map(|id| cluster.kv(id)).collect();
 
     // Writers on every node, running through the crash.

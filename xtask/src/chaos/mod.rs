@@ -72,25 +72,46 @@ const FAILOVER_WAIT: Duration = Duration::from_secs(30);
 const NODES: std::ops::RangeInclusive<usize> = 3..=7;
 
 /// What `cargo xtask chaos` was asked for.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct Options {
+    /// Seconds of faults per scenario.
+    #[arg(long = "duration", default_value_t = 30)]
     pub duration_secs: u64,
-    /// Default: from the clock (printed).
+    /// Seed of the fault schedule and the clients (default: from the
+    /// clock; always printed).
+    #[arg(long)]
     pub seed: Option<u64>,
-    /// A scenario name or `all`.
+    /// kill-random, kill-leader, pause-random, pause-leader,
+    /// rolling-restart, partition-random, partition-leader,
+    /// partition-one-way, partition-bridge, mixed, or all.
+    #[arg(long, default_value = "all")]
     pub scenario: String,
+    /// How many nodes.
+    #[arg(long, default_value_t = 3)]
     pub nodes: usize,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 6)]
     pub clients: u64,
+    /// Keys the clients share.
+    #[arg(long, default_value_t = 5)]
     pub keys: usize,
+    /// Take konsen-server and konsen-cli from DIR instead of building.
+    #[arg(long, value_name = "DIR")]
     pub bin_dir: Option<PathBuf>,
-    /// Start the nodes with the server's `unsafe_stale_reads` (the
-    /// negative control: the run is expected to fail).
+    /// Negative control: start the nodes with the server's UNSAFE
+    /// `unsafe_stale_reads`; the check is expected to fail.
+    #[arg(long)]
     pub unsafe_stale_reads: bool,
-    /// Measure N leader failovers instead of checking a scenario.
+    /// Instead of a scenario: kill the leader N times and report the
+    /// time until a write succeeds again (median, p99).
+    #[arg(long, value_name = "N")]
     pub failover: Option<usize>,
-    /// The nodes' `tick_ms` (default: the server's, 100 ms).
+    /// The nodes' tick_ms (default: the server's, 100 ms); election
+    /// timeouts scale with it.
+    #[arg(long)]
     pub tick_ms: Option<u64>,
-    /// Keep the run directory (configs, data, node logs) even on success.
+    /// Keep each run's directory (node logs) even when it passes.
+    #[arg(long)]
     pub keep: bool,
 }
 

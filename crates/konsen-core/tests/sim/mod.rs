@@ -72,7 +72,7 @@ impl std::fmt::Display for Violation {
             Some(control) => writeln!(f, "(negative control on: {control:?})")?,
             None => writeln!(
                 f,
-                "replay: KONSEN_SIM_SEED={} KONSEN_SIM_NODES={} cargo test --release -p konsen-core --test simulation replay -- --nocapture",
+                "replay: KONSEN_SIM_SEED={} KONSEN_SIM_NODES={} cargo test --release -p konsen-core --test simulation replay -- --ignored --nocapture",
                 self.seed, self.nodes
             )?,
         }

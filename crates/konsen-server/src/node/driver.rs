@@ -365,15 +365,17 @@ impl Driver {
         }
     }
 
+    /// Runs after every `Ready`: reads the core's fields directly rather
+    /// than `RawNode::status()`, which copies the membership.
     fn publish_status(&self) {
-        let s = self.raw.status();
+        let raw = &self.raw;
         let status = NodeStatus {
-            id: s.id,
-            role: s.role,
-            term: s.term,
-            leader: s.leader,
-            last_index: s.last_index,
-            commit: s.commit,
+            id: raw.id(),
+            role: raw.role(),
+            term: raw.term(),
+            leader: raw.leader(),
+            last_index: raw.log().last_index(),
+            commit: raw.log().committed(),
             applied: self.kv.applied_index(),
             revision: self.kv.revision(),
             data_size_bytes: self.data_size_bytes,

@@ -76,6 +76,11 @@ impl TestCluster {
         (1..=self.endpoints.len() as u64).collect()
     }
 
+    /// Every node but `except`.
+    pub fn others(&self, except: u64) -> Vec<u64> {
+        self.ids().into_iter().filter(|&id| id != except).collect()
+    }
+
     pub fn endpoint(&self, id: u64) -> &str {
         &self.endpoints[id as usize - 1]
     }
