@@ -23,6 +23,11 @@ pub struct Config {
     /// steps down; followers that heard from a leader within the minimum
     /// election timeout refuse to vote for others (the leader lease).
     pub check_quorum: bool,
+    /// When the driver reports that the connection to this follower's
+    /// leader broke ([`crate::RawNode::report_peer_down`]), the follower
+    /// campaigns within `1..=leader_down_ticks_max` ticks (drawn at random)
+    /// instead of waiting out a full election timeout. 0 ignores reports.
+    pub leader_down_ticks_max: u32,
     /// Unacknowledged append messages allowed in flight to one follower.
     pub inflight_msgs_max: usize,
     /// Bytes of entries carried by one append message (at least one entry is
@@ -66,6 +71,7 @@ impl Config {
             election_ticks: 10,
             pre_vote: true,
             check_quorum: true,
+            leader_down_ticks_max: 3,
             inflight_msgs_max: 256,
             entries_bytes_max: 1024 * 1024,
             uncommitted_bytes_max: 64 * 1024 * 1024,
@@ -94,6 +100,12 @@ impl Config {
             return bad(
                 "election_ticks",
                 "must be greater than heartbeat_ticks, or followers time out between heartbeats",
+            );
+        }
+        if self.leader_down_ticks_max >= self.election_ticks {
+            return bad(
+                "leader_down_ticks_max",
+                "must be less than election_ticks, or a report of a lost leader slows elections down",
             );
         }
         if self.inflight_msgs_max == 0 {

@@ -195,6 +195,15 @@ impl RawNode {
         self.raft.transfer_leader(to)
     }
 
+    /// Tells the core that the connection to `peer` broke (its process
+    /// died, or closed its sockets). A follower that loses its leader this
+    /// way campaigns within [`Config::leader_down_ticks_max`] ticks rather
+    /// than a full election timeout. Only liveness depends on this: a wrong
+    /// report is harmless, a missing one only slows failover down.
+    pub fn report_peer_down(&mut self, peer: NodeId) {
+        self.raft.peer_down(peer);
+    }
+
     /// Starts an election now, as if the election timer had fired.
     pub fn campaign(&mut self) {
         if self.raft.role != Role::Leader {

@@ -9,6 +9,7 @@
 //!   [unsafe_commit_old_term=BOOL]`: a fresh cluster (the last one breaks
 //!   the commitment rule on purpose, as a negative control).
 //! * `campaign ID`: node ID starts an election now.
+//! * `down ID PEER`: ID's driver reports its connection to PEER broken.
 //! * `tick ID [times=N]`: advances ID's clock (no delivery).
 //! * `stabilize`: persist, deliver and apply until nothing moves.
 //! * `step`: one round of that: every node's Ready once, then the messages
@@ -48,6 +49,7 @@ enum Command {
         unsafe_commit_old_term: Option<bool>,
     },
     Campaign(NodeId),
+    Down(NodeId, NodeId),
     Tick {
         node: NodeId,
         #[arg(key)]
@@ -309,6 +311,7 @@ impl goldenscript::Runner for Runner {
                 }
             }
             Command::Campaign(id) => c.node(*id)?.campaign(),
+            Command::Down(id, peer) => c.node(*id)?.report_peer_down(*peer),
             Command::Tick { node, times } => {
                 for _ in 0..times.unwrap_or(1) {
                     c.node(*node)?.tick();
@@ -409,6 +412,7 @@ macro_rules! scenario {
 scenario!(election);
 scenario!(split_vote);
 scenario!(pre_vote_rejoin);
+scenario!(leader_down);
 scenario!(check_quorum);
 scenario!(log_repair);
 scenario!(read_index);

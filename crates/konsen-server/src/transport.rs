@@ -5,8 +5,10 @@
 //! message on its peer's queue, or drops it when the queue is full (Raft
 //! tolerates lost messages; the leader retries). Each peer's task batches
 //! what is queued into `MessageBatch`es on a client stream
-//! (`RaftPeer.Send`), and when the stream breaks it reconnects with
-//! exponential backoff, dropping what was queued meanwhile.
+//! (`RaftPeer.Send`). It watches the stream while idle, so a dead peer is
+//! noticed when it dies rather than at the next message; it reconnects
+//! with exponential backoff, retrying the batch that found the stream
+//! dead once and dropping what was queued meanwhile.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,7 +33,9 @@ const BATCH_BYTES_MAX: usize = 8 * 1024 * 1024;
 /// Batches buffered in front of one stream.
 const STREAM_BATCHES_MAX: usize = 16;
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
-const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// Kept short: messages queued while backing off are dropped, and an
+/// election may need this peer right after it restarts.
+const BACKOFF_MAX: Duration = Duration::from_millis(500);
 /// A stream that lived this long counts as healthy: the next failure
 /// starts the backoff from its minimum again.
 const STREAM_HEALTHY_AFTER: Duration = Duration::from_secs(1);
@@ -118,32 +122,47 @@ impl PeerStream {
         };
         let mut backoff = BACKOFF_MIN;
         let mut was_connected = true;
+        // A batch that found its stream dead gets one more try on the
+        // next stream: it may be the vote that ends an election.
+        let mut retry: Option<MessageBatch> = None;
         loop {
             // Idle peers hold no stream open until there is something to say.
-            let Some(first) = queue.recv().await else {
-                return;
+            let first = match retry.take() {
+                Some(batch) => batch,
+                None => match queue.recv().await {
+                    Some(m) => self.batch(m, &mut queue),
+                    None => return,
+                },
             };
             let started = Instant::now();
             let (tx, rx) = mpsc::channel(STREAM_BATCHES_MAX);
             let mut client =
                 RaftPeerClient::new(channel.clone()).max_encoding_message_size(usize::MAX);
-            let call = tokio::spawn(async move { client.send(ReceiverStream::new(rx)).await });
-            let mut next = Some(first);
-            loop {
-                let first = match next.take() {
-                    Some(m) => m,
-                    None => match queue.recv().await {
-                        Some(m) => m,
-                        None => return,
-                    },
+            let mut call = tokio::spawn(async move { client.send(ReceiverStream::new(rx)).await });
+            let mut failed = tx.send(first).await.err().map(|e| e.0);
+            let mut ended = None;
+            while failed.is_none() {
+                // Wait for the next message, but notice a dead stream at
+                // once (the peer died): the next message should not be the
+                // one that finds out.
+                let next = tokio::select! {
+                    biased;
+                    outcome = &mut call => {
+                        ended = Some(outcome);
+                        break;
+                    }
+                    next = queue.recv() => next,
                 };
-                let batch = self.batch(first, &mut queue);
-                if call.is_finished() || tx.send(batch).await.is_err() {
-                    break;
-                }
+                let Some(next) = next else { return };
+                let batch = self.batch(next, &mut queue);
+                failed = tx.send(batch).await.err().map(|e| e.0);
             }
             drop(tx);
-            let outcome = call.await;
+            let outcome = match ended {
+                Some(outcome) => outcome,
+                // The stream refused a batch, so the call is ending.
+                None => call.await,
+            };
             let lived = started.elapsed();
             if lived >= STREAM_HEALTHY_AFTER {
                 backoff = BACKOFF_MIN;
@@ -158,6 +177,8 @@ impl PeerStream {
             } else {
                 debug!(peer = self.to, endpoint = %self.endpoint, "peer still unreachable: {reason}");
             }
+            // A batch is retried once, on a stream that had lived.
+            retry = failed.filter(|_| was_connected || lived >= STREAM_HEALTHY_AFTER);
             was_connected = lived >= STREAM_HEALTHY_AFTER;
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(BACKOFF_MAX);

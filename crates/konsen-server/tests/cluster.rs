@@ -261,3 +261,31 @@ async fn writes_acknowledged_during_a_leader_crash_survive_it() {
     let last = acknowledged.last().unwrap();
     cluster.wait_for_value(leader, last, last, true).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn followers_of_a_killed_leader_elect_a_new_one_before_their_timeout() {
+    // Election timeouts of 3 to 6 s: a new leader within 2 s of the kill
+    // can only come from the followers seeing the leader's streams break.
+    let mut cluster = TestCluster::start_timing(3, 50, 60);
+    let leader = cluster.wait_for_leader(&[1, 2, 3]).await;
+    cluster.put_retrying(leader, "before", "1").await;
+    let alive = cluster.others(leader);
+    // The followers' streams from the leader are up once they heard it.
+    for &id in &alive {
+        cluster.wait_for_value(id, "before", "1", true).await;
+    }
+    cluster.kill(leader);
+    let killed = std::time::Instant::now();
+    let new_leader = cluster.wait_for_leader(&alive).await;
+    let took = killed.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "a new leader took {took:?}, as long as an election timeout\n{}",
+        cluster.logs()
+    );
+    assert!(
+        cluster.log(alive[0]).contains("campaigning early")
+            || cluster.log(alive[1]).contains("campaigning early")
+    );
+    cluster.put_retrying(new_leader, "after", "1").await;
+}

@@ -68,6 +68,8 @@ const FINAL_READ_ATTEMPTS: usize = 10;
 const FINAL_READER: u64 = 1000;
 /// How long one failover round may take to accept a write again.
 const FAILOVER_WAIT: Duration = Duration::from_secs(30);
+/// A failover round slower than the p99 goal keeps the node logs.
+const FAILOVER_SLOW: Duration = Duration::from_millis(700);
 /// Nodes a chaos cluster may have.
 const NODES: std::ops::RangeInclusive<usize> = 3..=7;
 
@@ -593,7 +595,14 @@ async fn failover(server: &Path, options: &Options, seed: u64, rounds: usize) ->
         times[times.len() - 1]
     );
     drop(cluster);
-    let _ = fs::remove_dir_all(&dir);
+    if times[times.len() - 1] > FAILOVER_SLOW {
+        println!(
+            "[chaos] a round took over {FAILOVER_SLOW:?}: node logs kept in {}",
+            dir.display()
+        );
+    } else {
+        let _ = fs::remove_dir_all(&dir);
+    }
     Ok(())
 }
 

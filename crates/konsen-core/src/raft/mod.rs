@@ -131,6 +131,26 @@ impl Raft {
             && self.election_elapsed < self.cfg.election_ticks
     }
 
+    /// The driver saw its connection to `peer` break (the process died or
+    /// closed its sockets). If `peer` is this follower's leader, the
+    /// follower stops honouring its lease and campaigns after a short random
+    /// delay instead of a full election timeout. A false report costs at
+    /// most a pre-vote round: peers that still hear the leader refuse it.
+    pub(crate) fn peer_down(&mut self, peer: NodeId) {
+        if self.role != Role::Follower
+            || self.leader != Some(peer)
+            || self.cfg.leader_down_ticks_max == 0
+        {
+            return;
+        }
+        self.leader = None;
+        self.fail_reads();
+        let delay = self.rng.random_range(1..=self.cfg.leader_down_ticks_max);
+        self.election_timeout = self
+            .election_timeout
+            .min(self.election_elapsed.saturating_add(delay));
+    }
+
     /// Queues a message to `to` at the current term.
     pub(crate) fn send(&mut self, to: NodeId, body: MessageBody) {
         self.send_with_term(to, self.term, body);

@@ -238,6 +238,20 @@ impl Sim {
         self.nodes[(id - 1) as usize].raw = None;
         self.stats.crashes += 1;
         self.event(format!("crash n{id}"));
+        // Most peers see the dead node's connections break (those cut off
+        // by a partition do not).
+        for peer in self.live() {
+            if self.rng.random_bool(0.8) {
+                self.report_peer_down(peer, id);
+            }
+        }
+    }
+
+    /// `at` is told that its connection to `peer` broke.
+    fn report_peer_down(&mut self, at: NodeId, peer: NodeId) {
+        if let Some(raw) = self.nodes[(at - 1) as usize].raw.as_mut() {
+            raw.report_peer_down(peer);
+        }
     }
 
     fn event(&mut self, line: String) {
@@ -437,6 +451,20 @@ impl Sim {
         } else if r < 0.0061 && !live.is_empty() {
             let id = live[self.rng.random_range(0..live.len())];
             self.compact(id);
+        } else if r < 0.0071 && !live.is_empty() {
+            // A connection that broke while both ends live on: a false
+            // report, usually about the leader.
+            let at = live[self.rng.random_range(0..live.len())];
+            let peer = self.nodes[(at - 1) as usize]
+                .raw
+                .as_ref()
+                .and_then(|r| r.leader())
+                .filter(|_| self.rng.random_bool(0.7))
+                .unwrap_or_else(|| self.rng.random_range(1..=n));
+            if peer != at {
+                self.event(format!("n{at} loses its connection to n{peer}"));
+                self.report_peer_down(at, peer);
+            }
         }
     }
 

@@ -26,7 +26,7 @@ use tokio::task::{JoinHandle, block_in_place};
 use tracing::{debug, info, warn};
 
 use super::waiters::{PendingRead, PendingWrite, ReadReply, Waiters};
-use super::{NodeError, NodeHandle, NodeStatus, ReadOutcome, Request};
+use super::{NodeError, NodeHandle, NodeStatus, PeerEvent, ReadOutcome, Request};
 use crate::settings::Settings;
 use crate::transport::Transport;
 
@@ -68,6 +68,10 @@ pub fn spawn(
     let mut config = Config::new(settings.node_id);
     config.heartbeat_ticks = settings.heartbeat_ticks;
     config.election_ticks = settings.election_ticks;
+    // An early campaign must come before the normal one.
+    config.leader_down_ticks_max = config
+        .leader_down_ticks_max
+        .min(settings.election_ticks.saturating_sub(1));
     // Nodes restarted together must not draw the same election timeouts.
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -111,7 +115,7 @@ pub fn spawn(
     Ok(NodeParts {
         handle: NodeHandle {
             requests: request_tx,
-            peer_messages: peer_tx,
+            peer_events: peer_tx,
             status: status_rx,
         },
         task,
@@ -136,7 +140,7 @@ impl Driver {
     async fn run(
         mut self,
         mut requests: mpsc::Receiver<Request>,
-        mut peer_messages: mpsc::Receiver<Message>,
+        mut peer_events: mpsc::Receiver<PeerEvent>,
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<()> {
         let mut ticker = tokio::time::interval(self.settings.tick);
@@ -149,12 +153,12 @@ impl Driver {
                     }
                 }
                 _ = ticker.tick() => self.on_tick(),
-                Some(message) = peer_messages.recv() => self.on_message(message),
+                Some(event) = peer_events.recv() => self.on_peer_event(event),
                 Some(request) = requests.recv() => self.on_request(request),
             }
             for _ in 0..DRAIN_MAX {
-                match peer_messages.try_recv() {
-                    Ok(message) => self.on_message(message),
+                match peer_events.try_recv() {
+                    Ok(event) => self.on_peer_event(event),
                     Err(_) => break,
                 }
             }
@@ -187,10 +191,20 @@ impl Driver {
         }
     }
 
-    fn on_message(&mut self, message: Message) {
-        let (from, kind) = (message.from, message.body.name());
-        if let Err(e) = self.raw.step(message) {
-            debug!(from, kind, "dropped peer message: {e}");
+    fn on_peer_event(&mut self, event: PeerEvent) {
+        match event {
+            PeerEvent::Message(message) => {
+                let (from, kind) = (message.from, message.body.name());
+                if let Err(e) = self.raw.step(message) {
+                    debug!(from, kind, "dropped peer message: {e}");
+                }
+            }
+            PeerEvent::Down(peer) => {
+                if self.raw.leader() == Some(peer) && self.raw.role() == Role::Follower {
+                    info!(peer, "the stream from the leader broke; campaigning early");
+                }
+                self.raw.report_peer_down(peer);
+            }
         }
     }
 

@@ -63,6 +63,14 @@ pub(crate) enum Request {
     },
 }
 
+/// What the peer service hands the node loop.
+#[derive(Debug)]
+pub(crate) enum PeerEvent {
+    Message(Message),
+    /// The stream from this peer broke (its process died or closed it).
+    Down(NodeId),
+}
+
 /// The node as the status page sees it, published after every `Ready`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeStatus {
@@ -81,7 +89,7 @@ pub struct NodeStatus {
 #[derive(Clone, Debug)]
 pub struct NodeHandle {
     requests: mpsc::Sender<Request>,
-    peer_messages: mpsc::Sender<Message>,
+    peer_events: mpsc::Sender<PeerEvent>,
     status: watch::Receiver<NodeStatus>,
 }
 
@@ -122,10 +130,17 @@ impl NodeHandle {
     /// Hands a message from a peer to the node; waits while the inbound
     /// queue is full (back-pressure on the peer's stream).
     pub async fn deliver(&self, message: Message) -> Result<(), NodeError> {
-        self.peer_messages
-            .send(message)
+        self.peer_events
+            .send(PeerEvent::Message(message))
             .await
             .map_err(|_| NodeError::Stopped)
+    }
+
+    /// Tells the node that the message stream from `peer` broke, so that a
+    /// follower that lost its leader campaigns early. Dropped if the
+    /// inbound queue is full: the election timeout still catches it.
+    pub fn peer_down(&self, peer: NodeId) {
+        let _ = self.peer_events.try_send(PeerEvent::Down(peer));
     }
 
     /// The latest published status.

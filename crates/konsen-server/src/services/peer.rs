@@ -50,12 +50,24 @@ impl RaftPeer for PeerService {
         let mut stream = request.into_inner();
         let mut shutdown = self.shutdown.clone();
         let mut batches = 0;
+        let mut from = None;
         loop {
             let batch = tokio::select! {
                 _ = shutdown.wait_for(|stop| *stop) => break,
-                batch = stream.message() => batch?,
+                batch = stream.message() => batch,
             };
-            let Some(batch) = batch else { break };
+            let batch = match batch {
+                Ok(Some(batch)) => batch,
+                end => {
+                    // The sender died, or closed its stream: if it led,
+                    // its followers need not wait out an election timeout.
+                    if let Some(peer) = from {
+                        self.shared.node.peer_down(peer);
+                    }
+                    end?;
+                    break;
+                }
+            };
             self.check_cluster(batch.cluster_id)?;
             if batch.to != self.shared.settings.node_id {
                 return Err(Status::failed_precondition(format!(
@@ -64,6 +76,7 @@ impl RaftPeer for PeerService {
                 )));
             }
             batches += 1;
+            from = Some(batch.from);
             for wire in batch.messages {
                 let message = match message_from_wire(wire) {
                     Ok(m) if matches!(m.body, MessageBody::InstallSnapshot { .. }) => {

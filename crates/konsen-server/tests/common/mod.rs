@@ -50,6 +50,20 @@ impl TestCluster {
 
     /// Writes the cluster file without starting anything.
     pub fn configure(n: usize) -> TestCluster {
+        // Fast elections keep the tests short: 0.5 to 1 s without a leader.
+        Self::configure_timing(n, 50, 10)
+    }
+
+    /// Like [`TestCluster::start`], with the given tick and election timeout.
+    pub fn start_timing(n: usize, tick_ms: u64, election_ticks: u32) -> TestCluster {
+        let mut cluster = Self::configure_timing(n, tick_ms, election_ticks);
+        for id in 1..=n as u64 {
+            cluster.spawn(id);
+        }
+        cluster
+    }
+
+    fn configure_timing(n: usize, tick_ms: u64, election_ticks: u32) -> TestCluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let endpoints: Vec<String> = free_ports(n)
             .into_iter()
@@ -59,8 +73,9 @@ impl TestCluster {
         for e in &endpoints {
             yaml.push_str(&format!("  - {e}\n"));
         }
-        // Fast elections keep the tests short: 0.5 to 1 s without a leader.
-        yaml.push_str("tick_ms: 50\nheartbeat_ticks: 1\nelection_ticks: 10\n");
+        yaml.push_str(&format!(
+            "tick_ms: {tick_ms}\nheartbeat_ticks: 1\nelection_ticks: {election_ticks}\n"
+        ));
         yaml.push_str("limits:\n  request_timeout_ms: 3000\n");
         let config = dir.path().join("cluster.yml");
         std::fs::write(&config, yaml).expect("write cluster file");
