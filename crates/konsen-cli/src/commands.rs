@@ -187,12 +187,14 @@ pub async fn status(cluster: &mut Cluster, format: Format) -> Result<String, Cli
                     leader,
                     r.raft_index.to_string(),
                     r.raft_applied_index.to_string(),
+                    r.konsen_snapshot_index.to_string(),
                     r.db_size.to_string(),
                 ]);
                 objects.push(json!({
                     "endpoint": s.endpoint, "node_id": id, "role": role, "term": r.raft_term,
                     "leader": r.leader, "commit_index": r.raft_index,
-                    "applied_index": r.raft_applied_index, "data_size_bytes": r.db_size,
+                    "applied_index": r.raft_applied_index,
+                    "snapshot_index": r.konsen_snapshot_index, "data_size_bytes": r.db_size,
                     "version": r.version,
                 }));
             }
@@ -202,7 +204,7 @@ pub async fn status(cluster: &mut Cluster, format: Format) -> Result<String, Cli
                     "-".into(),
                     format!("unreachable: {}", e.message()),
                 ];
-                row.extend(std::iter::repeat_n("-".to_string(), 5));
+                row.extend(std::iter::repeat_n("-".to_string(), 6));
                 rows.push(row);
                 objects.push(json!({ "endpoint": s.endpoint, "error": e.message() }));
             }
@@ -218,6 +220,7 @@ pub async fn status(cluster: &mut Cluster, format: Format) -> Result<String, Cli
                 "LEADER",
                 "COMMIT INDEX",
                 "APPLIED INDEX",
+                "SNAPSHOT INDEX",
                 "DATA SIZE",
             ],
             &rows,

@@ -77,26 +77,39 @@ where
 {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let transport = transport::Transport::start(&settings, connector.clone(), shutdown_rx.clone());
-    let node = node::spawn(Arc::clone(&settings), store, transport, shutdown_rx.clone())?;
-
     let mut peers = HashMap::new();
+    let mut snapshot_clients = HashMap::new();
     for (id, endpoint) in &settings.endpoints {
         if *id != settings.node_id {
-            let timeouts = ChannelTimeouts {
-                connect: transport::CONNECT_TIMEOUT,
-                request: Some(settings.request_timeout()),
-            };
-            let channel = lazy_channel(endpoint, connector.clone(), timeouts)
-                .with_context(|| format!("endpoint {endpoint} of node {id}"))?;
-            peers.insert(*id, RaftPeerClient::new(channel));
+            for (clients, request) in [
+                (&mut peers, Some(settings.request_timeout())),
+                (&mut snapshot_clients, None),
+            ] {
+                let timeouts = ChannelTimeouts {
+                    connect: transport::CONNECT_TIMEOUT,
+                    request,
+                };
+                let channel = lazy_channel(endpoint, connector.clone(), timeouts)
+                    .with_context(|| format!("endpoint {endpoint} of node {id}"))?;
+                clients.insert(*id, RaftPeerClient::new(channel));
+            }
         }
     }
+    let snapshots = store.kv.snapshots();
+    let node = node::spawn(
+        Arc::clone(&settings),
+        store,
+        transport,
+        Arc::new(snapshot_clients),
+        shutdown_rx.clone(),
+    )?;
     let shared = Shared {
         settings: Arc::clone(&settings),
         node: node.handle.clone(),
         peers: Arc::new(peers),
         permits: Arc::new(Semaphore::new(settings.limits.concurrent_requests_max)),
         storage_options: settings.storage_options(),
+        snapshots,
     };
     let mut server = tokio::spawn(server::serve(shared, incoming, shutdown_rx.clone()));
     let mut node_task = node.task;

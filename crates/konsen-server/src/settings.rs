@@ -39,6 +39,17 @@ pub struct ClusterFile {
     pub election_ticks: u32,
     #[serde(default)]
     pub limits: Limits,
+    /// Compact the log once this many applied entries lie between the last
+    /// compaction point and the tail kept for slow followers.
+    #[serde(default = "default_snapshot_entries_max")]
+    pub snapshot_entries_max: u64,
+    /// Applied entries kept in the log after a compaction, so that a
+    /// follower a little behind catches up from the log, not a snapshot.
+    #[serde(default = "default_snapshot_tail_entries")]
+    pub snapshot_tail_entries: u64,
+    /// Bytes of key-value records in one snapshot chunk on the wire.
+    #[serde(default = "default_snapshot_chunk_bytes_max")]
+    pub snapshot_chunk_bytes_max: usize,
     /// UNSAFE, for the fault-injection suite's negative control only:
     /// serve linearizable reads from this node's applied state, without
     /// ReadIndex, so reads may be stale. Default false.
@@ -83,6 +94,37 @@ fn default_heartbeat_ticks() -> u32 {
 fn default_election_ticks() -> u32 {
     10
 }
+fn default_snapshot_entries_max() -> u64 {
+    10_000
+}
+fn default_snapshot_tail_entries() -> u64 {
+    5_000
+}
+fn default_snapshot_chunk_bytes_max() -> usize {
+    1024 * 1024
+}
+/// When to compact the log and how to send snapshots: the file's
+/// `snapshot_*` settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotSettings {
+    pub entries_max: u64,
+    pub tail_entries: u64,
+    pub chunk_bytes_max: usize,
+}
+
+impl Default for SnapshotSettings {
+    fn default() -> Self {
+        SnapshotSettings {
+            entries_max: default_snapshot_entries_max(),
+            tail_entries: default_snapshot_tail_entries(),
+            chunk_bytes_max: default_snapshot_chunk_bytes_max(),
+        }
+    }
+}
+
+/// A snapshot chunk must fit in one gRPC message of the peer service
+/// (`PEER_MESSAGE_BYTES_MAX`, 64 MiB).
+pub const SNAPSHOT_CHUNK_BYTES_LIMIT: usize = 32 * 1024 * 1024;
 
 /// Everything a node needs to start, resolved and checked.
 #[derive(Clone, Debug)]
@@ -98,6 +140,7 @@ pub struct Settings {
     pub heartbeat_ticks: u32,
     pub election_ticks: u32,
     pub limits: Limits,
+    pub snapshot: SnapshotSettings,
     /// Serve linearizable reads as serializable ones (stale reads); see
     /// [`ClusterFile::unsafe_stale_reads`].
     pub unsafe_stale_reads: bool,
@@ -155,6 +198,9 @@ fn settings_env(vars: impl Iterator<Item = (String, String)>) -> HashMap<String,
         "KONSEN_HEARTBEAT_TICKS",
         "KONSEN_ELECTION_TICKS",
         "KONSEN_UNSAFE_STALE_READS",
+        "KONSEN_SNAPSHOT_ENTRIES_MAX",
+        "KONSEN_SNAPSHOT_TAIL_ENTRIES",
+        "KONSEN_SNAPSHOT_CHUNK_BYTES_MAX",
     ];
     vars.filter(|(k, _)| {
         !FLAG_ENV_VARS.contains(&k.as_str())
@@ -249,6 +295,15 @@ fn resolve(file: ClusterFile, source: String, args: &Args) -> Result<Settings> {
             return Err(bad(field, "must be at least 1".into()));
         }
     }
+    if file.snapshot_entries_max == 0 {
+        return Err(bad("snapshot_entries_max", "must be at least 1".into()));
+    }
+    if !(1024..=SNAPSHOT_CHUNK_BYTES_LIMIT).contains(&file.snapshot_chunk_bytes_max) {
+        return Err(bad(
+            "snapshot_chunk_bytes_max",
+            format!("must be between 1024 and {SNAPSHOT_CHUNK_BYTES_LIMIT}"),
+        ));
+    }
     if file.cluster_id == Some(0) {
         return Err(bad("cluster_id", "must not be 0".into()));
     }
@@ -295,6 +350,11 @@ fn resolve(file: ClusterFile, source: String, args: &Args) -> Result<Settings> {
         heartbeat_ticks: file.heartbeat_ticks,
         election_ticks: file.election_ticks,
         limits: file.limits,
+        snapshot: SnapshotSettings {
+            entries_max: file.snapshot_entries_max,
+            tail_entries: file.snapshot_tail_entries,
+            chunk_bytes_max: file.snapshot_chunk_bytes_max,
+        },
         unsafe_stale_reads: file.unsafe_stale_reads,
     })
 }

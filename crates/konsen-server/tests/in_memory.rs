@@ -196,6 +196,7 @@ impl MemCluster {
                 heartbeat_ticks: 1,
                 election_ticks: 10,
                 limits: limits.clone(),
+                snapshot: Default::default(),
                 unsafe_stale_reads: false,
             });
             let (accept_tx, accept_rx) = mpsc::channel(ACCEPT_QUEUE_MAX);

@@ -250,6 +250,24 @@ pub(crate) fn decode_kv_state(value: &[u8]) -> Result<(Index, i64), DecodeError>
     Ok((applied, revision))
 }
 
+/// Which key-value column family is in use: version, 0 (`kv`) or 1
+/// (`kv_alt`).
+pub(crate) fn encode_kv_cf(cf: &str) -> Vec<u8> {
+    vec![FORMAT_V1, u8::from(cf == crate::db::CF_KV_ALT)]
+}
+
+pub(crate) fn decode_kv_cf(value: &[u8]) -> Result<&'static str, DecodeError> {
+    let mut r = Reader::new("key-value column family", value);
+    r.version()?;
+    let cf = match r.u8()? {
+        0 => crate::db::CF_KV,
+        1 => crate::db::CF_KV_ALT,
+        other => return Err(r.invalid("column family", u64::from(other))),
+    };
+    r.finish()?;
+    Ok(cf)
+}
+
 /// A key's record (the key itself is the RocksDB key): version,
 /// create_revision, mod_revision, version, lease, value.
 pub(crate) fn encode_kv(kv: &KeyValue) -> Vec<u8> {

@@ -16,17 +16,26 @@ use crate::error::{DecodeError, StorageError};
 pub(crate) const CF_LOG: &str = "log";
 /// Small records: identity, hard state, purge point, state machine position.
 pub(crate) const CF_META: &str = "meta";
-/// The key-value state: user key → encoded record.
+/// The key-value state: user key → encoded record. There are two such
+/// column families; `meta`'s `kv_cf` names the one in use, and the other
+/// receives an incoming snapshot, so that installing it is one switch.
 pub(crate) const CF_KV: &str = "kv";
+pub(crate) const CF_KV_ALT: &str = "kv_alt";
 /// Every column family the database must have. RocksDB always has
 /// `default`; konsen leaves it empty.
-const CFS: [&str; 4] = ["default", CF_LOG, CF_META, CF_KV];
+const CFS: [&str; 5] = ["default", CF_LOG, CF_META, CF_KV, CF_KV_ALT];
 
 /// Keys in [`CF_META`].
 pub(crate) const META_IDENTITY: &[u8] = b"identity";
 pub(crate) const META_HARD_STATE: &[u8] = b"hard_state";
 pub(crate) const META_PURGED: &[u8] = b"purged";
 pub(crate) const META_KV_STATE: &[u8] = b"kv_state";
+pub(crate) const META_KV_CF: &[u8] = b"kv_cf";
+
+/// The key-value column family that is not `cf`.
+pub(crate) fn other_kv_cf(cf: &'static str) -> &'static str {
+    if cf == CF_KV { CF_KV_ALT } else { CF_KV }
+}
 
 /// RocksDB's own info logs kept in the data dir.
 const INFO_LOG_FILES_MAX: usize = 8;
@@ -136,6 +145,51 @@ impl Db {
             options.set_iterate_upper_bound(upper);
         }
         self.rocks.raw_iterator_cf_opt(self.cf(cf), options)
+    }
+
+    /// A point-in-time view of the whole database.
+    pub(crate) fn snapshot(&self) -> rocksdb::Snapshot<'_> {
+        self.rocks.snapshot()
+    }
+
+    /// Like [`Db::get`], as of `snapshot`.
+    pub(crate) fn get_at(
+        &self,
+        snapshot: &rocksdb::Snapshot<'_>,
+        cf: &str,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, StorageError> {
+        snapshot
+            .get_cf_opt(self.cf(cf), key, Self::read_options())
+            .map_err(|e| self.error(e))
+    }
+
+    /// A checksummed iterator over all of `cf` as of `snapshot`.
+    pub(crate) fn iter_at<'s>(
+        &'s self,
+        snapshot: &'s rocksdb::Snapshot<'_>,
+        cf: &str,
+    ) -> DBRawIterator<'s> {
+        snapshot.raw_iterator_cf_opt(self.cf(cf), Self::read_options())
+    }
+
+    /// Deletes every key of `cf` (two writes, whatever its size: a range
+    /// tombstone and the last key). Not synced.
+    pub(crate) fn clear(&self, cf: &str) -> Result<(), StorageError> {
+        let mut it = self.iter(cf, &[], None);
+        it.seek_to_first();
+        let first = it.key().map(<[u8]>::to_vec);
+        it.seek_to_last();
+        let last = it.key().map(<[u8]>::to_vec);
+        it.status().map_err(|e| self.error(e))?;
+        drop(it);
+        let (Some(first), Some(last)) = (first, last) else {
+            return Ok(());
+        };
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(self.cf(cf), first.as_slice(), last.as_slice());
+        batch.delete_cf(self.cf(cf), last);
+        self.write(batch, false)
     }
 
     /// Writes `batch` atomically; with `sync`, fsyncs the WAL before

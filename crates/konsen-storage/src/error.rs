@@ -77,6 +77,11 @@ pub enum StorageError {
     ApplyGap { applied: Index, index: Index },
     #[error(transparent)]
     Request(#[from] RequestError),
+    /// A snapshot sent by a peer is malformed. Nothing was installed.
+    #[error("bad snapshot: {0}")]
+    BadSnapshot(String),
+    #[error("a snapshot is already being received")]
+    SnapshotBusy,
 }
 
 /// A client's request that the store refuses. The messages follow etcd's

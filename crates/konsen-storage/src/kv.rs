@@ -21,9 +21,9 @@ use bytes::Bytes;
 use konsen_core::{Entry, EntryKind, Index};
 use rocksdb::WriteBatch;
 
-use crate::codec::{decode_kv, decode_kv_state, encode_kv, encode_kv_state};
+use crate::codec::{decode_kv, decode_kv_cf, decode_kv_state, encode_kv, encode_kv_state};
 use crate::command::Command;
-use crate::db::{CF_KV, CF_META, Db, META_KV_STATE};
+use crate::db::{CF_KV, CF_META, Db, META_KV_CF, META_KV_STATE};
 use crate::error::{RequestError, StorageError};
 use crate::range::KeyRange;
 
@@ -90,8 +90,12 @@ pub struct DeleteRangeResult {
 #[derive(Debug)]
 pub struct KvStore {
     pub(crate) db: Arc<Db>,
-    applied: Index,
+    /// The column family holding the state (see `db.rs`).
+    pub(crate) cf: &'static str,
+    pub(crate) applied: Index,
     pub(crate) revision: i64,
+    /// Set while a snapshot is being received (one at a time).
+    pub(crate) receiving: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl KvStore {
@@ -105,10 +109,18 @@ impl KvStore {
         if revision < REVISION_INITIAL {
             return Err(db.corruption(format!("the recorded revision {revision} is below 1")));
         }
+        let cf = match db.get(CF_META, META_KV_CF)? {
+            Some(bytes) => {
+                decode_kv_cf(&bytes).map_err(|e| db.undecodable("key-value column family", e))?
+            }
+            None => CF_KV,
+        };
         Ok(KvStore {
             db,
+            cf,
             applied,
             revision,
+            receiving: Arc::default(),
         })
     }
 
@@ -141,7 +153,7 @@ impl KvStore {
     /// An `Err` means the store could not read or write (or the entries
     /// skip an index); nothing of the batch was applied.
     pub fn apply(&mut self, entries: &[Entry]) -> Result<Vec<ApplyResult>, StorageError> {
-        let mut pending = Pending::new(&self.db, self.revision);
+        let mut pending = Pending::new(&self.db, self.cf, self.revision);
         let mut applied = self.applied;
         let mut results = Vec::with_capacity(entries.len());
         for entry in entries {
@@ -186,13 +198,13 @@ impl KvStore {
 
     /// Reads one key at the current revision.
     pub fn get(&self, key: &[u8]) -> Result<Option<KeyValue>, StorageError> {
-        get_stored(&self.db, key)
+        get_stored(&self.db, self.cf, key)
     }
 }
 
 /// Reads `key` from disk.
-fn get_stored(db: &Db, key: &[u8]) -> Result<Option<KeyValue>, StorageError> {
-    match db.get(CF_KV, key)? {
+fn get_stored(db: &Db, cf: &str, key: &[u8]) -> Result<Option<KeyValue>, StorageError> {
+    match db.get(cf, key)? {
         Some(bytes) => decode_kv(key, &bytes, false)
             .map(Some)
             .map_err(|e| db.undecodable("key-value record", e)),
@@ -204,15 +216,17 @@ fn get_stored(db: &Db, key: &[u8]) -> Result<Option<KeyValue>, StorageError> {
 /// entries of the same batch must see it) and the revision it reached.
 struct Pending<'a> {
     db: &'a Db,
+    cf: &'static str,
     revision: i64,
     /// Key → its new state (`None`: deleted) for every key written.
     written: BTreeMap<Vec<u8>, Option<KeyValue>>,
 }
 
 impl<'a> Pending<'a> {
-    fn new(db: &'a Db, revision: i64) -> Self {
+    fn new(db: &'a Db, cf: &'static str, revision: i64) -> Self {
         Pending {
             db,
+            cf,
             revision,
             written: BTreeMap::new(),
         }
@@ -221,7 +235,7 @@ impl<'a> Pending<'a> {
     fn get(&self, key: &[u8]) -> Result<Option<KeyValue>, StorageError> {
         match self.written.get(key) {
             Some(state) => Ok(state.clone()),
-            None => get_stored(self.db, key),
+            None => get_stored(self.db, self.cf, key),
         }
     }
 
@@ -231,7 +245,7 @@ impl<'a> Pending<'a> {
             return Ok(Vec::new());
         }
         let mut found: BTreeMap<Vec<u8>, KeyValue> = BTreeMap::new();
-        crate::range::scan_stored(self.db, range, |kv| {
+        crate::range::scan_stored(self.db, self.cf, range, |kv| {
             found.insert(kv.key.clone(), kv);
             true
         })?;
@@ -309,7 +323,7 @@ impl<'a> Pending<'a> {
 
     fn into_batch(self) -> WriteBatch {
         let mut batch = WriteBatch::default();
-        let cf = self.db.cf(CF_KV);
+        let cf = self.db.cf(self.cf);
         for (key, state) in &self.written {
             match state {
                 Some(kv) => batch.put_cf(cf, key, encode_kv(kv)),

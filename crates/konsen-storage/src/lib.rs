@@ -19,7 +19,8 @@
 //! | `meta`        | `hard_state`               | version, term, vote, commit                        |
 //! | `meta`        | `purged`                   | version, last purged index and its term            |
 //! | `meta`        | `kv_state`                 | version, applied index, revision                   |
-//! | `kv`          | the user's key             | version, create/mod revision, version, lease, value |
+//! | `meta`        | `kv_cf`                    | version, which of `kv`/`kv_alt` is in use          |
+//! | `kv`, `kv_alt`| the user's key             | version, create/mod revision, version, lease, value |
 //!
 //! Big-endian index keys make RocksDB's byte order the log's order, so a
 //! suffix or prefix of the log is one `delete_range`. Every value starts
@@ -51,6 +52,7 @@
 //! * `db.rs`: RocksDB options, column families, keys, read/write helpers.
 //! * `log.rs`: [`LogStore`], the Raft log.
 //! * `kv.rs`: [`KvStore`] and applying entries; `range.rs`: reads.
+//! * `snapshot.rs`: reading, receiving and installing snapshots.
 //! * `command.rs`: [`Command`], the log entry payload.
 //! * `codec.rs`: the on-disk record formats.
 //! * `options.rs`, `error.rs`: settings and errors.
@@ -63,6 +65,7 @@ mod kv;
 mod log;
 mod options;
 mod range;
+mod snapshot;
 mod store;
 
 pub use command::Command;
@@ -73,4 +76,7 @@ pub use kv::{
 pub use log::LogStore;
 pub use options::{REQUEST_BYTES_MAX_DEFAULT, StorageOptions};
 pub use range::{RangeRequest, RangeResponse};
+pub use snapshot::{
+    Receiving, SnapshotHeader, SnapshotStats, Snapshots, StagedSnapshot, install_snapshot,
+};
 pub use store::{NodeIdentity, RocksStore};

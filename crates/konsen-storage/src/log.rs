@@ -99,6 +99,36 @@ impl LogStore {
         self.last_index
     }
 
+    /// Adds to `batch` what replaces the whole log with a snapshot ending
+    /// at `(index, term)`: every stored entry goes, and the purge point
+    /// moves to `index`. Call [`LogStore::restored_snapshot`] once the batch
+    /// is written.
+    pub(crate) fn replace_with_snapshot(&self, batch: &mut WriteBatch, index: Index, term: Term) {
+        if self.last_index > self.purged_index {
+            batch.delete_range_cf(
+                self.db.cf(CF_LOG),
+                log_key(self.first()),
+                log_key(self.last_index + 1),
+            );
+        }
+        batch.put_cf(self.db.cf(CF_META), META_PURGED, encode_purged(index, term));
+    }
+
+    pub(crate) fn restored_snapshot(&mut self, index: Index, term: Term) {
+        self.purged_index = index;
+        self.purged_term = term;
+        self.last_index = index;
+    }
+
+    /// The last index and term purged behind a snapshot (0, 0 if none).
+    pub fn purged(&self) -> (Index, Term) {
+        (self.purged_index, self.purged_term)
+    }
+
+    pub(crate) fn syncs(&self) -> bool {
+        self.sync
+    }
+
     fn hard_state(&self) -> Result<HardState, StorageError> {
         match self.db.get(CF_META, META_HARD_STATE)? {
             Some(bytes) => {

@@ -4,7 +4,7 @@
 use std::ops::Bound;
 
 use crate::codec::decode_kv;
-use crate::db::{CF_KV, Db};
+use crate::db::Db;
 use crate::error::{RequestError, StorageError};
 use crate::kv::{KeyValue, KvStore};
 
@@ -71,7 +71,7 @@ impl KvStore {
         let mut kvs = Vec::new();
         let mut count: i64 = 0;
         let mut bad = None;
-        scan_raw(&self.db, &range, |key, value| {
+        scan_raw(&self.db, self.cf, &range, |key, value| {
             count += 1;
             if !request.count_only && kvs.len() < limit {
                 match decode_kv(key, value, request.keys_only) {
@@ -145,13 +145,14 @@ impl KeyRange {
 /// bytes, until `visit` returns false.
 pub(crate) fn scan_raw(
     db: &Db,
+    cf: &str,
     range: &KeyRange,
     mut visit: impl FnMut(&[u8], &[u8]) -> bool,
 ) -> Result<(), StorageError> {
     if range.is_empty() {
         return Ok(());
     }
-    let mut it = db.iter(CF_KV, &range.start, range.end.as_deref());
+    let mut it = db.iter(cf, &range.start, range.end.as_deref());
     it.seek(&range.start);
     while let Some((key, value)) = it.item() {
         if !visit(key, value) {
@@ -166,15 +167,18 @@ pub(crate) fn scan_raw(
 /// returns false.
 pub(crate) fn scan_stored(
     db: &Db,
+    cf: &str,
     range: &KeyRange,
     mut visit: impl FnMut(KeyValue) -> bool,
 ) -> Result<(), StorageError> {
     let mut bad = None;
-    scan_raw(db, range, |key, value| match decode_kv(key, value, false) {
-        Ok(kv) => visit(kv),
-        Err(e) => {
-            bad = Some((key.to_vec(), e));
-            false
+    scan_raw(db, cf, range, |key, value| {
+        match decode_kv(key, value, false) {
+            Ok(kv) => visit(kv),
+            Err(e) => {
+                bad = Some((key.to_vec(), e));
+                false
+            }
         }
     })?;
     match bad {

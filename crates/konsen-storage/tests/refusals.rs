@@ -195,7 +195,7 @@ fn a_database_without_identity_is_refused() {
     let mut options = rocksdb::Options::default();
     options.create_if_missing(true);
     options.create_missing_column_families(true);
-    let cfs = ["log", "meta", "kv"];
+    let cfs = ["log", "meta", "kv", "kv_alt"];
     drop(rocksdb::DB::open_cf(&options, dir.path(), cfs).unwrap());
     let err = open(dir.path(), IDENTITY).unwrap_err();
     assert!(matches!(err, StorageError::Corruption { .. }), "{err:?}");
@@ -207,7 +207,7 @@ fn a_database_without_identity_is_refused() {
 fn lost_committed_entries_are_reported() {
     let dir = populated_dir();
     let options = rocksdb::Options::default();
-    let db = rocksdb::DB::open_cf(&options, dir.path(), ["log", "meta", "kv"]).unwrap();
+    let db = rocksdb::DB::open_cf(&options, dir.path(), ["log", "meta", "kv", "kv_alt"]).unwrap();
     let log_cf = db.cf_handle("log").unwrap();
     db.delete_range_cf(log_cf, 150u64.to_be_bytes(), 201u64.to_be_bytes())
         .unwrap();

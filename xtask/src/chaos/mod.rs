@@ -112,6 +112,11 @@ pub struct Options {
     /// timeouts scale with it.
     #[arg(long)]
     pub tick_ms: Option<u64>,
+    /// The nodes' snapshot_entries_max: small, so that logs are compacted
+    /// and nodes that were down catch up through snapshots during the
+    /// run (a fifth of it is kept as the log tail).
+    #[arg(long, default_value_t = 300)]
+    pub snapshot_entries_max: u64,
     /// Keep each run's directory (node logs) even when it passes.
     #[arg(long)]
     pub keep: bool,
@@ -130,6 +135,10 @@ impl Options {
         if self.unsafe_stale_reads {
             flags.push_str(" --unsafe-stale-reads");
         }
+        flags.push_str(&format!(
+            " --snapshot-entries-max {}",
+            self.snapshot_entries_max
+        ));
         flags
     }
 
@@ -142,6 +151,11 @@ impl Options {
         if self.unsafe_stale_reads {
             yaml.push_str("unsafe_stale_reads: true\n");
         }
+        yaml.push_str(&format!(
+            "snapshot_entries_max: {}\nsnapshot_tail_entries: {}\n",
+            self.snapshot_entries_max,
+            self.snapshot_entries_max / 5
+        ));
         yaml
     }
 }
@@ -370,10 +384,11 @@ async fn scenario_in(
         Ok(()) => {
             timeline.print(&recorder);
             println!(
-                "[chaos] scenario {scenario}: OK: {summary}; {} faults injected; recovered in \
-                 {recovery:.1?} (bound {RECOVERY_BOUND:?}); linearizable (checked in \
-                 {check_time:.1?}); no acknowledged write lost",
-                timeline.faults()
+                "[chaos] scenario {scenario}: OK: {summary}; {} faults injected; {} snapshots \
+                 installed; recovered in {recovery:.1?} (bound {RECOVERY_BOUND:?}); \
+                 linearizable (checked in {check_time:.1?}); no acknowledged write lost",
+                timeline.faults(),
+                count_in_logs(dir, "installed snapshot at index"),
             );
             Ok(())
         }
@@ -514,6 +529,18 @@ fn report_failure(
             op.outcome
         );
     }
+}
+
+/// How many times `needle` occurs in the run's node logs.
+fn count_in_logs(dir: &Path, needle: &str) -> usize {
+    fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+        .filter_map(|e| fs::read_to_string(e.path()).ok())
+        .map(|text| text.matches(needle).count())
+        .sum()
 }
 
 /// `--failover N`: kill the leader N times and time the way back to an

@@ -4,6 +4,7 @@
 //! * `etcd.rs` (feature `storage`): etcd KV requests <-> konsen-storage
 //!   commands and reads.
 //! * `forward.rs` (feature `storage`): forwarded writes and their results.
+//! * `snapshot.rs` (feature `storage`): snapshot chunks, checksummed.
 //!
 //! Wire → ours is fallible ([`crate::ConvertError`]): peers and clients can
 //! send anything. Ours → wire cannot fail.
@@ -26,3 +27,8 @@ pub use etcd::{
 mod forward;
 #[cfg(feature = "storage")]
 pub use forward::{WriteOutcome, WriteResult, write_outcome_from_wire, write_outcome_to_wire};
+
+#[cfg(feature = "storage")]
+mod snapshot;
+#[cfg(feature = "storage")]
+pub use snapshot::{SnapshotChunk, snapshot_chunk_from_wire, snapshot_chunk_to_wire};

@@ -10,21 +10,28 @@
 //! `block_in_place`: it must finish before the loop goes on anyway, and the
 //! runtime's other workers keep serving the network meanwhile.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use bytes::Bytes;
 use konsen_core::{
     Config, Membership, Message, MessageBody, NodeId, ProposeError, RawNode, ReadError, Ready,
     RestoredState, Role, SoftState, Term, storage::Storage,
 };
 use konsen_rpc::convert::{WriteOutcome, WriteResult};
-use konsen_storage::{KvStore, LogStore, RangeRequest, RocksStore, StorageError};
-use tokio::sync::{mpsc, watch};
+use konsen_rpc::peer::raft_peer_client::RaftPeerClient;
+use konsen_storage::{
+    KvStore, LogStore, RangeRequest, RocksStore, Snapshots, StagedSnapshot, StorageError,
+    install_snapshot,
+};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{JoinHandle, block_in_place};
+use tonic::transport::Channel;
 use tracing::{debug, info, warn};
 
+use super::snapshot::{self, SNAPSHOT_SENDS_MAX};
 use super::waiters::{PendingRead, PendingWrite, ReadReply, Waiters};
 use super::{NodeError, NodeHandle, NodeStatus, PeerEvent, ReadOutcome, Request};
 use crate::settings::Settings;
@@ -48,11 +55,16 @@ pub struct NodeParts {
     pub task: JoinHandle<Result<()>>,
 }
 
+/// Clients of the other nodes' peer service, without a request timeout
+/// (a snapshot transfer takes as long as it takes).
+pub type SnapshotClients = Arc<HashMap<NodeId, RaftPeerClient<Channel>>>;
+
 /// Restores the core from `store` and starts the node loop.
 pub fn spawn(
     settings: Arc<Settings>,
     store: RocksStore,
     transport: Transport,
+    snapshot_clients: SnapshotClients,
     shutdown: watch::Receiver<bool>,
 ) -> Result<NodeParts> {
     let RocksStore { log, kv } = store;
@@ -96,22 +108,29 @@ pub fn spawn(
         last_index: raw.status().last_index,
         commit: raw.status().commit,
         applied: kv.applied_index(),
+        snapshot_index: log.purged().0,
         revision: kv.revision(),
         data_size_bytes: kv.data_size_bytes().unwrap_or(0),
     });
+    let (snapshot_done_tx, snapshot_done_rx) = mpsc::channel(SNAPSHOT_SENDS_MAX);
     let driver = Driver {
         waiters: Waiters::new(settings.limits.pending_proposals_max),
         last_leader: (raw.term(), raw.leader()),
         data_size_bytes: status_rx.borrow().data_size_bytes,
         raw,
+        snapshots: kv.snapshots(),
         log,
         kv,
         transport,
+        snapshot_clients,
+        snapshots_sending: HashSet::new(),
+        snapshot_done: snapshot_done_tx,
+        staged: None,
         status_tx,
         settings,
         ticks: 0,
     };
-    let task = tokio::spawn(driver.run(request_rx, peer_rx, shutdown));
+    let task = tokio::spawn(driver.run(request_rx, peer_rx, snapshot_done_rx, shutdown));
     Ok(NodeParts {
         handle: NodeHandle {
             requests: request_tx,
@@ -126,7 +145,15 @@ struct Driver {
     raw: RawNode,
     log: LogStore,
     kv: KvStore,
+    snapshots: Snapshots,
     transport: Transport,
+    snapshot_clients: SnapshotClients,
+    /// Followers a snapshot is being sent to.
+    snapshots_sending: HashSet<NodeId>,
+    /// Where snapshot sends report their outcome.
+    snapshot_done: mpsc::Sender<(NodeId, bool)>,
+    /// A received snapshot, while the core decides whether to install it.
+    staged: Option<(StagedSnapshot, oneshot::Sender<Result<bool, NodeError>>)>,
     waiters: Waiters,
     status_tx: watch::Sender<NodeStatus>,
     settings: Arc<Settings>,
@@ -141,6 +168,7 @@ impl Driver {
         mut self,
         mut requests: mpsc::Receiver<Request>,
         mut peer_events: mpsc::Receiver<PeerEvent>,
+        mut snapshot_done: mpsc::Receiver<(NodeId, bool)>,
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<()> {
         let mut ticker = tokio::time::interval(self.settings.tick);
@@ -155,6 +183,10 @@ impl Driver {
                 _ = ticker.tick() => self.on_tick(),
                 Some(event) = peer_events.recv() => self.on_peer_event(event),
                 Some(request) = requests.recv() => self.on_request(request),
+                Some((to, delivered)) = snapshot_done.recv() => {
+                    self.snapshots_sending.remove(&to);
+                    self.raw.report_snapshot(to, delivered);
+                }
             }
             for _ in 0..DRAIN_MAX {
                 match peer_events.try_recv() {
@@ -171,6 +203,14 @@ impl Driver {
             while self.raw.has_ready() {
                 let ready = self.raw.ready();
                 self.handle_ready(ready)?;
+            }
+            if let Some((staged, reply)) = self.staged.take() {
+                // The core did not need it: its log already covers it.
+                debug!(
+                    index = staged.header().index,
+                    "received snapshot not needed"
+                );
+                let _ = reply.send(Ok(false));
             }
         }
         self.waiters.fail_all(NodeError::Stopped);
@@ -204,6 +244,20 @@ impl Driver {
                     info!(peer, "the stream from the leader broke; campaigning early");
                 }
                 self.raw.report_peer_down(peer);
+            }
+            PeerEvent::Snapshot {
+                message,
+                staged,
+                reply,
+            } => {
+                if let Some((_, earlier)) = self.staged.replace((staged, reply)) {
+                    let _ = earlier.send(Ok(false));
+                }
+                if let Err(e) = self.raw.step(message)
+                    && let Some((_, reply)) = self.staged.take()
+                {
+                    let _ = reply.send(Err(NodeError::SnapshotRefused(e.to_string())));
+                }
             }
         }
     }
@@ -285,15 +339,40 @@ impl Driver {
             self.on_soft_state(soft);
         }
         if let Some(meta) = ready.snapshot {
-            // Unreachable while this driver never compacts and the peer
-            // service drops snapshot messages; if it happens anyway, going
-            // on would leave a state machine that does not match the log.
-            bail!(
-                "the core asked to install a snapshot (index {}, term {}), which this server \
-                 does not support yet; stopping rather than diverging",
-                meta.index,
-                meta.term
+            // Snapshot messages only reach the core with their data staged
+            // (the peer service drops them otherwise).
+            let (staged, reply) = self.staged.take().unwrap_or_else(|| {
+                panic!(
+                    "snapshot install invariant: the core accepted snapshot {}@{} that was never \
+                     staged",
+                    meta.index, meta.term
+                )
+            });
+            let header = staged.header();
+            assert_eq!(
+                (header.index, header.term),
+                (meta.index, meta.term),
+                "snapshot install invariant: the staged data is not the snapshot the core accepted"
             );
+            let hard_state = ready.hard_state.unwrap_or_else(|| {
+                panic!(
+                    "snapshot install invariant: installing {} raised no commit index",
+                    meta.index
+                )
+            });
+            let stats = staged.stats();
+            block_in_place(|| install_snapshot(&mut self.log, &mut self.kv, staged, hard_state))
+                .context("installing a snapshot")?;
+            info!(
+                index = header.index,
+                term = header.term,
+                keys = stats.keys,
+                bytes = stats.bytes,
+                "installed snapshot at index {} ({} keys)",
+                header.index,
+                stats.keys
+            );
+            let _ = reply.send(Ok(true));
         }
         // A leader's appends and heartbeats go out while its own disk
         // write runs (the core allows it); everything else promises what
@@ -302,13 +381,12 @@ impl Driver {
             .messages
             .into_iter()
             .partition(Message::may_send_before_persist);
-        let mut snapshots_not_sent = Vec::new();
-        self.send(early, &mut snapshots_not_sent);
+        self.send(early);
         if ready.hard_state.is_some() || !ready.entries.is_empty() {
             block_in_place(|| self.log.append(ready.hard_state, &ready.entries))
                 .context("persisting the raft log")?;
         }
-        self.send(late, &mut snapshots_not_sent);
+        self.send(late);
         if let Some(first) = ready.committed_entries.first().map(|e| e.index) {
             let results = block_in_place(|| self.kv.apply(&ready.committed_entries))
                 .context("applying committed entries")?;
@@ -340,25 +418,74 @@ impl Driver {
             self.answer_read(read.request, read.reply);
         }
         self.raw.advance();
-        for to in snapshots_not_sent {
-            warn!(to, "node {to} needs a snapshot, which is not supported yet");
-            self.raw.report_snapshot(to, false);
-        }
+        self.maybe_compact()?;
         self.publish_status();
         Ok(())
     }
 
-    /// Hands `messages` to the transport, except snapshots: their data
-    /// would travel by RaftPeer.InstallSnapshot, which is not implemented,
-    /// and a follower must not get the description without it.
-    fn send(&self, messages: Vec<Message>, snapshots_not_sent: &mut Vec<NodeId>) {
+    /// Compacts the log once `snapshot_entries_max` applied entries lie
+    /// between the last compaction point and the kept tail. The state
+    /// machine on disk is the snapshot: it is written to the same WAL as
+    /// the log, before the purge, and the purge is a synced write, so the
+    /// state covering the purged entries is durable before they are gone.
+    fn maybe_compact(&mut self) -> Result<()> {
+        let (purged, _) = self.log.purged();
+        let target = self
+            .kv
+            .applied_index()
+            .saturating_sub(self.settings.snapshot.tail_entries);
+        if target <= purged || target - purged < self.settings.snapshot.entries_max {
+            return Ok(());
+        }
+        if let Err(e) = self.raw.compact(target) {
+            debug!("not compacting yet: {e}");
+            return Ok(());
+        }
+        block_in_place(|| self.log.purge(target)).context("purging the raft log")?;
+        info!(index = target, "compacted the log up to index {target}");
+        Ok(())
+    }
+
+    /// Hands `messages` to the transport, except snapshots, which get
+    /// their own transfer (`RaftPeer.InstallSnapshot`).
+    fn send(&mut self, messages: Vec<Message>) {
         for message in messages {
             if matches!(message.body, MessageBody::InstallSnapshot { .. }) {
-                snapshots_not_sent.push(message.to);
+                self.start_snapshot(message);
                 continue;
             }
             self.transport.send(message);
         }
+    }
+
+    /// Starts sending a snapshot to `message.to`, unless one is already on
+    /// its way there; the outcome comes back on `snapshot_done`.
+    fn start_snapshot(&mut self, message: Message) {
+        let to = message.to;
+        if self.snapshots_sending.contains(&to) {
+            return;
+        }
+        // A refusal is reported like an outcome, after this Ready.
+        let Some(client) = self.snapshot_clients.get(&to).cloned() else {
+            warn!(to, "no peer client for a snapshot to node {to}");
+            let _ = self.snapshot_done.try_send((to, false));
+            return;
+        };
+        if self.snapshots_sending.len() >= SNAPSHOT_SENDS_MAX {
+            let _ = self.snapshot_done.try_send((to, false));
+            return;
+        }
+        self.snapshots_sending.insert(to);
+        let snapshots = self.snapshots.clone();
+        let done = self.snapshot_done.clone();
+        let cluster_id = self.settings.cluster_id;
+        let chunk_bytes_max = self.settings.snapshot.chunk_bytes_max;
+        tokio::spawn(async move {
+            let delivered =
+                snapshot::send(client, snapshots, cluster_id, message, chunk_bytes_max).await;
+            // The loop may be gone (shutdown); nothing to report to then.
+            let _ = done.send((to, delivered)).await;
+        });
     }
 
     fn answer_read(&self, request: RangeRequest, reply: ReadReply) {
@@ -391,6 +518,7 @@ impl Driver {
             last_index: raw.log().last_index(),
             commit: raw.log().committed(),
             applied: self.kv.applied_index(),
+            snapshot_index: self.log.purged().0,
             revision: self.kv.revision(),
             data_size_bytes: self.data_size_bytes,
         };

@@ -4,17 +4,20 @@
 //! * `driver.rs`: the loop (ticks, peer messages, client requests, `Ready`).
 //! * `waiters.rs`: clients waiting for their write to apply or their read
 //!   to become safe.
+//! * `snapshot.rs`: sending a snapshot to a follower that needs purged
+//!   entries (receiving is the peer service's).
 //!
 //! Everything goes through bounded channels; a full channel is an
 //! immediate "too many requests", never an unbounded queue.
 
 mod driver;
+mod snapshot;
 mod waiters;
 
 use bytes::Bytes;
 use konsen_core::{Index, Message, NodeId, Role, Term};
 use konsen_rpc::convert::WriteOutcome;
-use konsen_storage::{RangeRequest, RangeResponse};
+use konsen_storage::{RangeRequest, RangeResponse, StagedSnapshot};
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub use driver::spawn;
@@ -38,6 +41,8 @@ pub enum NodeError {
     Request(#[from] konsen_storage::RequestError),
     #[error("the node is shutting down")]
     Stopped,
+    #[error("snapshot refused: {0}")]
+    SnapshotRefused(String),
 }
 
 /// A read and the Raft term it was served in.
@@ -69,6 +74,14 @@ pub(crate) enum PeerEvent {
     Message(Message),
     /// The stream from this peer broke (its process died or closed it).
     Down(NodeId),
+    /// A snapshot received whole from the leader, and the message that
+    /// describes it. The answer says whether it was installed (false: the
+    /// log already covered it).
+    Snapshot {
+        message: Message,
+        staged: StagedSnapshot,
+        reply: oneshot::Sender<Result<bool, NodeError>>,
+    },
 }
 
 /// The node as the status page sees it, published after every `Ready`.
@@ -81,6 +94,9 @@ pub struct NodeStatus {
     pub last_index: Index,
     pub commit: Index,
     pub applied: Index,
+    /// The index the log was last compacted to, or the last snapshot
+    /// installed (0 if neither happened).
+    pub snapshot_index: Index,
     pub revision: i64,
     pub data_size_bytes: u64,
 }
@@ -141,6 +157,25 @@ impl NodeHandle {
     /// inbound queue is full: the election timeout still catches it.
     pub fn peer_down(&self, peer: NodeId) {
         let _ = self.peer_events.try_send(PeerEvent::Down(peer));
+    }
+
+    /// Hands a received snapshot to the node, which installs it if its
+    /// core accepts `message`; answers whether it did.
+    pub async fn install_snapshot(
+        &self,
+        message: Message,
+        staged: StagedSnapshot,
+    ) -> Result<bool, NodeError> {
+        let (reply, rx) = oneshot::channel();
+        self.peer_events
+            .send(PeerEvent::Snapshot {
+                message,
+                staged,
+                reply,
+            })
+            .await
+            .map_err(|_| NodeError::Stopped)?;
+        rx.await.map_err(|_| NodeError::Stopped)?
     }
 
     /// The latest published status.

@@ -1,6 +1,6 @@
 //! etcd `Maintenance`: Status (what `etcdctl endpoint status` and
-//! `konsen-cli status` show) and an always-empty Alarm list. The rest is
-//! refused with UNIMPLEMENTED.
+//! `konsen-cli status` show), HashKV (`etcdctl endpoint hashkv`) and an
+//! always-empty Alarm list. The rest is refused with UNIMPLEMENTED.
 
 use std::pin::Pin;
 
@@ -65,6 +65,7 @@ impl Maintenance for MaintenanceService {
             storage_version: String::new(),
             db_size_quota: 0,
             downgrade_info: None,
+            konsen_snapshot_index: s.snapshot_index,
         }))
     }
 
@@ -79,8 +80,33 @@ impl Maintenance for MaintenanceService {
         Err(unsupported("hash"))
     }
 
-    async fn hash_kv(&self, _: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
-        Err(unsupported("hash_kv"))
+    /// A CRC-32 over every key and its record (revisions included) and
+    /// the revision, from one consistent view: nodes at the same revision
+    /// must answer the same hash (`etcdctl endpoint hashkv --cluster`).
+    /// konsen keeps no history, so only the current revision can be hashed.
+    async fn hash_kv(
+        &self,
+        request: Request<HashKvRequest>,
+    ) -> Result<Response<HashKvResponse>, Status> {
+        let requested = request.into_inner().revision;
+        let snapshots = self.shared.snapshots.clone();
+        let (hash, header) = tokio::task::spawn_blocking(move || snapshots.hash())
+            .await
+            .map_err(|e| Status::internal(format!("hashing failed: {e}")))?
+            .map_err(|e| Status::internal(format!("etcdserver: storage failure: {e}")))?;
+        if requested > 0 && requested != header.revision {
+            return Err(Status::unimplemented(format!(
+                "konsen: only the current revision ({}) can be hashed, not {requested}",
+                header.revision
+            )));
+        }
+        let term = self.shared.node.status().term;
+        Ok(Response::new(HashKvResponse {
+            header: Some(self.shared.header(header.revision, term)),
+            hash,
+            compact_revision: 0,
+            hash_revision: header.revision,
+        }))
     }
 
     type SnapshotStream =

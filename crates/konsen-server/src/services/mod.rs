@@ -19,7 +19,7 @@ use konsen_core::NodeId;
 use konsen_rpc::convert::{WriteOutcome, write_outcome_from_wire};
 use konsen_rpc::etcd::etcdserverpb::ResponseHeader;
 use konsen_rpc::peer::{ForwardRequest, raft_peer_client::RaftPeerClient};
-use konsen_storage::{Command, RangeRequest, RequestError, StorageOptions};
+use konsen_storage::{Command, RangeRequest, RequestError, Snapshots, StorageOptions};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::Status;
 use tonic::transport::Channel;
@@ -42,6 +42,9 @@ pub struct Shared {
     /// One permit per client request being served.
     pub permits: Arc<Semaphore>,
     pub storage_options: StorageOptions,
+    /// Snapshots of this node's store: received by the peer service,
+    /// hashed for `HashKV`.
+    pub snapshots: Snapshots,
 }
 
 impl Shared {
@@ -171,6 +174,7 @@ pub fn node_status(e: &NodeError) -> Status {
         NodeError::Storage(why) => Status::internal(format!("etcdserver: storage failure: {why}")),
         NodeError::Request(e) => request_status(e),
         NodeError::Stopped => Status::unavailable("etcdserver: server stopped"),
+        NodeError::SnapshotRefused(why) => Status::failed_precondition(why.clone()),
     }
 }
 

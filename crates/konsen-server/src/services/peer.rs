@@ -5,16 +5,25 @@
 //! and this node's id; a malformed message is dropped with a warning (Raft
 //! tolerates lost messages), never trusted.
 
-use konsen_core::MessageBody;
-use konsen_rpc::convert::{message_from_wire, write_outcome_to_wire};
+use std::time::{Duration, Instant};
+
+use konsen_core::{Message, MessageBody};
+use konsen_rpc::convert::{
+    SnapshotChunk as IncomingChunk, message_from_wire, snapshot_chunk_from_wire,
+    write_outcome_to_wire,
+};
 use konsen_rpc::peer::{
     ForwardRequest, ForwardResponse, MessageBatch, SendAck, SnapshotAck, SnapshotChunk,
     raft_peer_server::RaftPeer,
 };
-use konsen_storage::Command;
+use konsen_storage::{Command, StorageError};
 use tokio::sync::watch;
+use tokio::task::block_in_place;
 use tonic::{Request, Response, Status, Streaming};
-use tracing::warn;
+use tracing::{info, warn};
+
+/// How often a long snapshot transfer logs its progress.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 use super::{NOT_LEADER_MESSAGE, Shared, node_status, request_status, timed_out};
 use crate::node::NodeError;
@@ -112,11 +121,118 @@ impl RaftPeer for PeerService {
 
     async fn install_snapshot(
         &self,
-        _: Request<Streaming<SnapshotChunk>>,
+        request: Request<Streaming<SnapshotChunk>>,
     ) -> Result<Response<SnapshotAck>, Status> {
-        Err(Status::unimplemented(
-            "konsen: snapshots are not supported yet",
-        ))
+        let mut stream = request.into_inner();
+        let chunk = |wire: Option<SnapshotChunk>| -> Result<IncomingChunk, Status> {
+            let wire = wire.ok_or_else(|| {
+                Status::invalid_argument("the snapshot stream ended before its last chunk")
+            })?;
+            snapshot_chunk_from_wire(wire).map_err(|e| Status::invalid_argument(e.to_string()))
+        };
+        let first = chunk(stream.message().await?)?;
+        self.check_cluster(first.cluster_id)?;
+        let me = self.shared.settings.node_id;
+        if first.to != me || self.shared.settings.endpoint_of(first.from).is_none() {
+            return Err(Status::failed_precondition(format!(
+                "snapshot from node {} for node {}, but this is node {me} of nodes {:?}",
+                first.from,
+                first.to,
+                self.shared
+                    .settings
+                    .endpoints
+                    .iter()
+                    .map(|(id, _)| id)
+                    .collect::<Vec<_>>()
+            )));
+        }
+        if first.seq != 0 {
+            return Err(Status::invalid_argument(format!(
+                "a snapshot transfer starts at chunk 0, not {}",
+                first.seq
+            )));
+        }
+        let snapshots = &self.shared.snapshots;
+        let mut receiving =
+            block_in_place(|| snapshots.receive(first.header)).map_err(|e| match e {
+                StorageError::SnapshotBusy => Status::aborted(e.to_string()),
+                StorageError::BadSnapshot(_) => Status::invalid_argument(e.to_string()),
+                e => Status::internal(e.to_string()),
+            })?;
+        let started = Instant::now();
+        let mut last_report = started;
+        info!(
+            from = first.from,
+            index = first.header.index,
+            "receiving snapshot at index {} from node {}",
+            first.header.index,
+            first.from
+        );
+        let mut shutdown = self.shutdown.clone();
+        let mut next = first.clone();
+        while !next.last {
+            block_in_place(|| receiving.add_chunk(&next.data)).map_err(|e| match e {
+                StorageError::BadSnapshot(_) => Status::invalid_argument(e.to_string()),
+                e => Status::internal(e.to_string()),
+            })?;
+            if last_report.elapsed() >= PROGRESS_EVERY {
+                last_report = Instant::now();
+                info!(
+                    from = first.from,
+                    index = first.header.index,
+                    "receiving snapshot: {} MiB, {} keys so far",
+                    receiving.stats().bytes >> 20,
+                    receiving.stats().keys
+                );
+            }
+            let wire = tokio::select! {
+                _ = shutdown.wait_for(|stop| *stop) => {
+                    return Err(Status::unavailable("node stopping"));
+                }
+                wire = stream.message() => wire?,
+            };
+            next = chunk(wire)?;
+            let expected = receiving.stats().chunks;
+            if next.seq != expected
+                || next.header != first.header
+                || next.meta != first.meta
+                || (next.cluster_id, next.from, next.to, next.term)
+                    != (first.cluster_id, first.from, first.to, first.term)
+            {
+                return Err(Status::invalid_argument(format!(
+                    "snapshot chunk {} does not follow chunk {} of the same snapshot",
+                    next.seq,
+                    expected.wrapping_sub(1)
+                )));
+            }
+        }
+        let staged = receiving.finish();
+        let stats = staged.stats();
+        info!(
+            from = first.from,
+            index = first.header.index,
+            "received snapshot at index {} ({} keys, {} bytes in {:.1?})",
+            first.header.index,
+            stats.keys,
+            stats.bytes,
+            started.elapsed()
+        );
+        let message = Message {
+            from: first.from,
+            to: me,
+            term: first.term,
+            body: MessageBody::InstallSnapshot { meta: first.meta },
+        };
+        let installed = self
+            .shared
+            .node
+            .install_snapshot(message, staged)
+            .await
+            .map_err(|e| node_status(&e))?;
+        Ok(Response::new(SnapshotAck {
+            bytes_received: stats.bytes,
+            installed,
+        }))
     }
 
     async fn forward(

@@ -9,8 +9,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use konsen_rpc::etcd::etcdserverpb::{
-    PutRequest, PutResponse, RangeRequest, StatusRequest, StatusResponse, kv_client::KvClient,
-    maintenance_client::MaintenanceClient,
+    HashKvRequest, PutRequest, PutResponse, RangeRequest, StatusRequest, StatusResponse,
+    kv_client::KvClient, maintenance_client::MaintenanceClient,
 };
 use tonic::Status;
 use tonic::transport::{Channel, Endpoint};
@@ -57,6 +57,19 @@ impl TestCluster {
     /// Like [`TestCluster::start`], with the given tick and election timeout.
     pub fn start_timing(n: usize, tick_ms: u64, election_ticks: u32) -> TestCluster {
         let mut cluster = Self::configure_timing(n, tick_ms, election_ticks);
+        for id in 1..=n as u64 {
+            cluster.spawn(id);
+        }
+        cluster
+    }
+
+    /// Like [`TestCluster::start`], with `extra` (YAML) added to the
+    /// cluster file.
+    pub fn start_with(n: usize, extra: &str) -> TestCluster {
+        let mut cluster = Self::configure_timing(n, 50, 10);
+        let mut yaml = std::fs::read_to_string(&cluster.config).expect("read cluster file");
+        yaml.push_str(extra);
+        std::fs::write(&cluster.config, yaml).expect("write cluster file");
         for id in 1..=n as u64 {
             cluster.spawn(id);
         }
@@ -259,6 +272,36 @@ impl TestCluster {
             .kvs
             .first()
             .map(|kv| String::from_utf8_lossy(&kv.value).into_owned()))
+    }
+
+    /// Node `id`'s `HashKV` answer: (revision, hash).
+    pub async fn hash_kv(&self, id: u64) -> Result<(i64, u32), Status> {
+        let response = MaintenanceClient::new(self.channel(id))
+            .hash_kv(HashKvRequest { revision: 0 })
+            .await?
+            .into_inner();
+        Ok((response.header.map_or(0, |h| h.revision), response.hash))
+    }
+
+    /// Waits until every node in `among` reports the same revision and the
+    /// same hash of its whole key-value state, and returns them.
+    pub async fn wait_for_same_state(&self, among: &[u64]) -> (i64, u32) {
+        let started = Instant::now();
+        loop {
+            let mut seen = Vec::new();
+            for &id in among {
+                seen.push(self.hash_kv(id).await.ok());
+            }
+            if seen.iter().all(|s| s.is_some() && *s == seen[0]) {
+                return seen[0].expect("checked above");
+            }
+            assert!(
+                started.elapsed() < WAIT_MAX,
+                "nodes {among:?} do not agree on their state within {WAIT_MAX:?}: {seen:?}\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Waits until a read through `id` returns `expected`.

@@ -1,0 +1,390 @@
+//! Snapshots of the key-value state machine, for followers that need log
+//! entries the leader has purged.
+//!
+//! * **Sending** ([`Snapshots::read`]): a RocksDB snapshot gives a
+//!   consistent view of the whole database without stopping writes. The
+//!   view's applied index, revision and the term of the entry at that index
+//!   (from the log, or the purge point) make the [`SnapshotHeader`]; the
+//!   key-value records follow in chunks of at most `chunk_bytes_max` bytes
+//!   (a record larger than that travels alone).
+//! * **Receiving** ([`Snapshots::receive`]): chunks are checked record by
+//!   record and written into the key-value column family that is not in use
+//!   (cleared first), never synced one by one. Nothing the node serves
+//!   changes, so a broken transfer or a crash leaves the old state whole,
+//!   and the next transfer starts over.
+//! * **Installing** ([`install_snapshot`]): one synced `WriteBatch` switches
+//!   the column family in use, records the applied index and revision, and
+//!   replaces the log with the snapshot's purge point (plus the hard state
+//!   the core asked for). Either all of it is on disk or none of it. The
+//!   column family that was in use is then cleared.
+//!
+//! A chunk's data is a sequence of records: key length (`u32` big-endian),
+//! key, record length, record (the stored format of `codec::encode_kv`).
+//! Keys are strictly increasing across the whole snapshot.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use konsen_core::{HardState, Index, Term};
+use rocksdb::WriteBatch;
+
+use crate::codec::{
+    decode_entry, decode_kv, decode_kv_cf, decode_kv_state, decode_purged, encode_hard_state,
+    encode_kv_cf, encode_kv_state, log_key,
+};
+use crate::db::{
+    CF_KV, CF_LOG, CF_META, Db, META_HARD_STATE, META_KV_CF, META_KV_STATE, META_PURGED,
+    other_kv_cf,
+};
+use crate::error::StorageError;
+use crate::kv::{KvStore, REVISION_INITIAL};
+use crate::log::LogStore;
+
+/// What a snapshot covers: the state machine after applying every entry up
+/// to `index` (of term `term`), at `revision`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotHeader {
+    pub index: Index,
+    pub term: Term,
+    pub revision: i64,
+}
+
+/// What one pass over a snapshot saw.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SnapshotStats {
+    pub keys: u64,
+    pub bytes: u64,
+    pub chunks: u64,
+}
+
+/// Access to snapshots of a store, for tasks beside the node loop. Cheap
+/// to clone; obtained from [`KvStore::snapshots`].
+#[derive(Clone, Debug)]
+pub struct Snapshots {
+    db: Arc<Db>,
+    receiving: Arc<AtomicBool>,
+}
+
+impl KvStore {
+    /// The handle through which snapshots are read and received.
+    pub fn snapshots(&self) -> Snapshots {
+        Snapshots {
+            db: Arc::clone(&self.db),
+            receiving: Arc::clone(&self.receiving),
+        }
+    }
+}
+
+impl Snapshots {
+    /// Reads a consistent snapshot of the state machine (blocking: run it
+    /// off the async runtime). `on_header` gets the header first, then
+    /// `on_chunk` each chunk in key order; either returning false stops the
+    /// read early (the receiver went away).
+    pub fn read(
+        &self,
+        chunk_bytes_max: usize,
+        on_header: impl FnOnce(SnapshotHeader) -> bool,
+        mut on_chunk: impl FnMut(Vec<u8>) -> bool,
+    ) -> Result<SnapshotStats, StorageError> {
+        let db = &*self.db;
+        let view = db.snapshot();
+        let (header, cf) = view_header(db, &view)?;
+        let mut stats = SnapshotStats::default();
+        if !on_header(header) {
+            return Ok(stats);
+        }
+        let mut it = db.iter_at(&view, cf);
+        it.seek_to_first();
+        let mut chunk = Vec::new();
+        while let Some((key, record)) = it.item() {
+            if !chunk.is_empty() && chunk.len() + record_bytes(key, record) > chunk_bytes_max {
+                stats.chunks += 1;
+                stats.bytes += chunk.len() as u64;
+                if !on_chunk(std::mem::take(&mut chunk)) {
+                    return Ok(stats);
+                }
+            }
+            put_record(&mut chunk, key, record);
+            stats.keys += 1;
+            it.next();
+        }
+        it.status().map_err(|e| db.error(e))?;
+        if !chunk.is_empty() {
+            stats.chunks += 1;
+            stats.bytes += chunk.len() as u64;
+            on_chunk(chunk);
+        }
+        Ok(stats)
+    }
+
+    /// A checksum (CRC-32) over every key and record of the state machine,
+    /// with the header of the view it was computed on: two nodes at the
+    /// same applied index must agree on it.
+    pub fn hash(&self) -> Result<(u32, SnapshotHeader), StorageError> {
+        let db = &*self.db;
+        let view = db.snapshot();
+        let (header, cf) = view_header(db, &view)?;
+        let mut hasher = crc32fast::Hasher::new();
+        let mut it = db.iter_at(&view, cf);
+        it.seek_to_first();
+        let mut framed = Vec::new();
+        while let Some((key, record)) = it.item() {
+            framed.clear();
+            put_record(&mut framed, key, record);
+            hasher.update(&framed);
+            it.next();
+        }
+        it.status().map_err(|e| db.error(e))?;
+        hasher.update(&header.revision.to_be_bytes());
+        Ok((hasher.finalize(), header))
+    }
+
+    /// Starts receiving the snapshot `header` describes. Only one snapshot
+    /// is received at a time: a second is refused with
+    /// [`StorageError::SnapshotBusy`] until the first is dropped or
+    /// installed.
+    pub fn receive(&self, header: SnapshotHeader) -> Result<Receiving, StorageError> {
+        if header.index == 0 || header.term == 0 || header.revision < REVISION_INITIAL {
+            return Err(StorageError::BadSnapshot(format!(
+                "header out of range: index {}, term {}, revision {}",
+                header.index, header.term, header.revision
+            )));
+        }
+        if self.receiving.swap(true, Ordering::AcqRel) {
+            return Err(StorageError::SnapshotBusy);
+        }
+        let busy = BusyGuard(Arc::clone(&self.receiving));
+        // The column family in use only changes by installing a received
+        // snapshot, and none is being received but this one.
+        let in_use = match self.db.get(CF_META, META_KV_CF)? {
+            Some(bytes) => decode_kv_cf(&bytes)
+                .map_err(|e| self.db.undecodable("key-value column family", e))?,
+            None => CF_KV,
+        };
+        let cf = other_kv_cf(in_use);
+        self.db.clear(cf)?;
+        Ok(Receiving {
+            db: Arc::clone(&self.db),
+            cf,
+            header,
+            last_key: None,
+            stats: SnapshotStats::default(),
+            busy,
+        })
+    }
+}
+
+/// The header of `view`, and the column family holding its state.
+fn view_header(
+    db: &Db,
+    view: &rocksdb::Snapshot<'_>,
+) -> Result<(SnapshotHeader, &'static str), StorageError> {
+    let cf = match db.get_at(view, CF_META, META_KV_CF)? {
+        Some(bytes) => {
+            decode_kv_cf(&bytes).map_err(|e| db.undecodable("key-value column family", e))?
+        }
+        None => CF_KV,
+    };
+    let (index, revision) = match db.get_at(view, CF_META, META_KV_STATE)? {
+        Some(bytes) => {
+            decode_kv_state(&bytes).map_err(|e| db.undecodable("state machine position", e))?
+        }
+        None => (0, REVISION_INITIAL),
+    };
+    let (purged_index, purged_term) = match db.get_at(view, CF_META, META_PURGED)? {
+        Some(bytes) => decode_purged(&bytes).map_err(|e| db.undecodable("purge point", e))?,
+        None => (0, 0),
+    };
+    let term = if index == purged_index {
+        purged_term
+    } else {
+        // Applied entries after the purge point are in the log: the log is
+        // purged only up to what is applied.
+        let bytes = db.get_at(view, CF_LOG, &log_key(index))?.ok_or_else(|| {
+            db.corruption(format!(
+                "applied entry {index} is neither in the log nor its purge point {purged_index}"
+            ))
+        })?;
+        decode_entry(index, &bytes)
+            .map_err(|e| db.undecodable(format_args!("log entry {index}"), e))?
+            .term
+    };
+    Ok((
+        SnapshotHeader {
+            index,
+            term,
+            revision,
+        },
+        cf,
+    ))
+}
+
+fn record_bytes(key: &[u8], record: &[u8]) -> usize {
+    8 + key.len() + record.len()
+}
+
+fn put_record(out: &mut Vec<u8>, key: &[u8], record: &[u8]) {
+    // Keys and records are bounded by request_bytes_max, far below 4 GiB.
+    out.extend_from_slice(&(key.len() as u32).to_be_bytes());
+    out.extend_from_slice(key);
+    out.extend_from_slice(&(record.len() as u32).to_be_bytes());
+    out.extend_from_slice(record);
+}
+
+/// Clears the "receiving" flag when the transfer ends, however it ends.
+#[derive(Debug)]
+struct BusyGuard(Arc<AtomicBool>);
+
+impl Drop for BusyGuard {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+/// A snapshot being received. Dropping it abandons the transfer; what was
+/// written is cleared by the next one.
+#[derive(Debug)]
+pub struct Receiving {
+    db: Arc<Db>,
+    cf: &'static str,
+    header: SnapshotHeader,
+    last_key: Option<Vec<u8>>,
+    stats: SnapshotStats,
+    busy: BusyGuard,
+}
+
+impl Receiving {
+    pub fn header(&self) -> SnapshotHeader {
+        self.header
+    }
+
+    pub fn stats(&self) -> SnapshotStats {
+        self.stats
+    }
+
+    /// Checks one chunk from the sender and writes its records. A chunk
+    /// that does not parse, or keys out of order, is
+    /// [`StorageError::BadSnapshot`] (and nothing of it is written).
+    pub fn add_chunk(&mut self, data: &[u8]) -> Result<(), StorageError> {
+        let bad = |what: String| {
+            StorageError::BadSnapshot(format!("chunk {}: {what}", self.stats.chunks))
+        };
+        let mut batch = WriteBatch::default();
+        let cf = self.db.cf(self.cf);
+        let mut rest = data;
+        let mut keys = 0;
+        let mut last_key = self.last_key.clone();
+        while !rest.is_empty() {
+            let (key, after) = take_framed(rest).ok_or_else(|| bad("truncated key".into()))?;
+            let (record, after) =
+                take_framed(after).ok_or_else(|| bad("truncated record".into()))?;
+            rest = after;
+            if key.is_empty() {
+                return Err(bad("empty key".into()));
+            }
+            if last_key.as_deref().is_some_and(|last| last >= key) {
+                return Err(bad("keys out of order".into()));
+            }
+            let kv = decode_kv(key, record, true).map_err(|e| bad(e.to_string()))?;
+            if kv.mod_revision > self.header.revision || kv.create_revision > kv.mod_revision {
+                return Err(bad(format!(
+                    "key revisions {}/{} do not fit the snapshot's revision {}",
+                    kv.create_revision, kv.mod_revision, self.header.revision
+                )));
+            }
+            batch.put_cf(cf, key, record);
+            last_key = Some(key.to_vec());
+            keys += 1;
+        }
+        self.db.write(batch, false)?;
+        self.last_key = last_key;
+        self.stats.keys += keys;
+        self.stats.bytes += data.len() as u64;
+        self.stats.chunks += 1;
+        Ok(())
+    }
+
+    /// Every chunk arrived: ready to install.
+    pub fn finish(self) -> StagedSnapshot {
+        StagedSnapshot {
+            header: self.header,
+            stats: self.stats,
+            cf: self.cf,
+            db: self.db,
+            _busy: self.busy,
+        }
+    }
+}
+
+fn take_framed(buf: &[u8]) -> Option<(&[u8], &[u8])> {
+    let len = u32::from_be_bytes(buf.get(..4)?.try_into().ok()?) as usize;
+    let rest = &buf[4..];
+    (rest.len() >= len).then(|| rest.split_at(len))
+}
+
+/// A snapshot received whole, waiting to be installed.
+#[derive(Debug)]
+pub struct StagedSnapshot {
+    header: SnapshotHeader,
+    stats: SnapshotStats,
+    cf: &'static str,
+    db: Arc<Db>,
+    _busy: BusyGuard,
+}
+
+impl StagedSnapshot {
+    pub fn header(&self) -> SnapshotHeader {
+        self.header
+    }
+
+    pub fn stats(&self) -> SnapshotStats {
+        self.stats
+    }
+}
+
+/// Makes `staged` the node's state: the state machine becomes the
+/// snapshot's, the log is replaced by its purge point, and `hard_state`
+/// (the core's, with the commit index at least the snapshot's) is written
+/// in the same synced batch. All or nothing.
+pub fn install_snapshot(
+    log: &mut LogStore,
+    kv: &mut KvStore,
+    staged: StagedSnapshot,
+    hard_state: HardState,
+) -> Result<(), StorageError> {
+    assert!(
+        Arc::ptr_eq(&staged.db, &kv.db),
+        "snapshot install invariant: the snapshot was staged in another database"
+    );
+    let SnapshotHeader {
+        index,
+        term,
+        revision,
+    } = staged.header;
+    assert!(
+        hard_state.commit >= index && hard_state.term >= term,
+        "snapshot install invariant: hard state {hard_state:?} is behind snapshot {index}@{term}"
+    );
+    let db = &*kv.db;
+    let mut batch = WriteBatch::default();
+    log.replace_with_snapshot(&mut batch, index, term);
+    batch.put_cf(
+        db.cf(CF_META),
+        META_HARD_STATE,
+        encode_hard_state(&hard_state),
+    );
+    batch.put_cf(db.cf(CF_META), META_KV_CF, encode_kv_cf(staged.cf));
+    batch.put_cf(
+        db.cf(CF_META),
+        META_KV_STATE,
+        encode_kv_state(index, revision),
+    );
+    db.write(batch, log.syncs())?;
+    log.restored_snapshot(index, term);
+    let old = kv.cf;
+    kv.cf = staged.cf;
+    kv.applied = index;
+    kv.revision = revision;
+    db.clear(old)?;
+    Ok(())
+}

@@ -1,0 +1,272 @@
+//! Snapshots: what one node reads is what another installs, byte for
+//! byte; an abandoned or malformed transfer leaves the receiver's state
+//! alone; a restart after an install serves the snapshot and the log
+//! after it.
+
+use bytes::Bytes;
+use konsen_core::storage::Storage;
+use konsen_core::{Entry, EntryKind, HardState, Index};
+use konsen_storage::{
+    Command, NodeIdentity, RangeRequest, RocksStore, SnapshotHeader, StorageError, StorageOptions,
+    install_snapshot,
+};
+use tempfile::TempDir;
+
+fn identity(node_id: u64) -> NodeIdentity {
+    NodeIdentity {
+        cluster_id: 0xc1,
+        node_id,
+    }
+}
+
+fn open(dir: &TempDir, node: u64) -> RocksStore {
+    RocksStore::open(dir.path(), identity(node), StorageOptions::default()).expect("open store")
+}
+
+/// Appends `commands` as committed entries of `term` and applies them.
+fn apply(store: &mut RocksStore, term: u64, commands: &[Command]) {
+    let first = store.log.last() + 1;
+    let entries: Vec<Entry> = commands
+        .iter()
+        .enumerate()
+        .map(|(i, c)| Entry {
+            index: first + i as Index,
+            term,
+            kind: EntryKind::Normal,
+            data: c.encode(),
+        })
+        .collect();
+    let hs = HardState {
+        term,
+        vote: Some(1),
+        commit: first + entries.len() as Index - 1,
+    };
+    store.log.append(Some(hs), &entries).expect("append");
+    store.kv.apply(&entries).expect("apply");
+}
+
+fn everything(store: &RocksStore) -> Vec<(Vec<u8>, Bytes, i64, i64, i64)> {
+    let response = store
+        .kv
+        .range(&RangeRequest {
+            key: vec![0],
+            range_end: vec![0],
+            ..Default::default()
+        })
+        .expect("range");
+    response
+        .kvs
+        .into_iter()
+        .map(|kv| {
+            (
+                kv.key,
+                kv.value,
+                kv.create_revision,
+                kv.mod_revision,
+                kv.version,
+            )
+        })
+        .collect()
+}
+
+/// 500 keys, some written twice, some deleted.
+fn fill(store: &mut RocksStore) {
+    let puts: Vec<Command> = (0..500)
+        .map(|i| Command::put(format!("key-{i:04}"), Bytes::from(vec![b'v'; 100 + i % 7])))
+        .collect();
+    apply(store, 2, &puts);
+    let again: Vec<Command> = (0..500)
+        .step_by(3)
+        .map(|i| Command::put(format!("key-{i:04}"), Bytes::from_static(b"again")))
+        .collect();
+    apply(store, 3, &again);
+    apply(store, 3, &[Command::delete_range("key-0100", "key-0200")]);
+}
+
+/// Reads `from`'s snapshot into chunks.
+fn read_chunks(from: &RocksStore, chunk_bytes_max: usize) -> (SnapshotHeader, Vec<Vec<u8>>) {
+    let mut header = None;
+    let mut chunks = Vec::new();
+    from.kv
+        .snapshots()
+        .read(
+            chunk_bytes_max,
+            |h| {
+                header = Some(h);
+                true
+            },
+            |c| {
+                chunks.push(c);
+                true
+            },
+        )
+        .expect("read snapshot");
+    (header.expect("a header"), chunks)
+}
+
+#[test]
+fn an_installed_snapshot_equals_the_source_and_survives_a_restart() {
+    let (dir_a, dir_b) = (TempDir::new().unwrap(), TempDir::new().unwrap());
+    let mut a = open(&dir_a, 1);
+    fill(&mut a);
+    let (header, chunks) = read_chunks(&a, 4096);
+    assert_eq!(header.index, a.kv.applied_index());
+    assert_eq!(header.term, 3);
+    assert_eq!(header.revision, a.kv.revision());
+    assert!(chunks.len() > 5, "small chunks: {}", chunks.len());
+    assert!(chunks.iter().all(|c| c.len() <= 4096));
+
+    // B has a state of its own, which the snapshot replaces.
+    let mut b = open(&dir_b, 2);
+    apply(&mut b, 1, &[Command::put("only-on-b", "x")]);
+    let mut receiving = b.kv.snapshots().receive(header).expect("receive");
+    for chunk in &chunks {
+        receiving.add_chunk(chunk).expect("chunk");
+    }
+    // Until it is installed, B serves its old state.
+    assert_eq!(everything(&b).len(), 1);
+    let staged = receiving.finish();
+    assert_eq!(staged.stats().keys, everything(&a).len() as u64);
+    let hs = HardState {
+        term: 4,
+        vote: None,
+        commit: header.index,
+    };
+    install_snapshot(&mut b.log, &mut b.kv, staged, hs).expect("install");
+    assert_eq!(everything(&b), everything(&a));
+    assert_eq!(b.kv.applied_index(), a.kv.applied_index());
+    assert_eq!(b.kv.revision(), a.kv.revision());
+    assert_eq!(b.log.purged(), (header.index, header.term));
+    assert_eq!(
+        b.kv.snapshots().hash().unwrap().0,
+        a.kv.snapshots().hash().unwrap().0
+    );
+
+    // The log goes on after the snapshot, and a restart keeps everything.
+    apply(&mut b, 4, &[Command::put("after", "snapshot")]);
+    let expected = everything(&b);
+    drop(b);
+    let b = open(&dir_b, 2);
+    assert_eq!(everything(&b), expected);
+    let stored = b.log.load().unwrap();
+    assert_eq!((stored.purged_index, stored.purged_term), (header.index, 3));
+    assert_eq!(stored.entries.len(), 1);
+    assert_eq!(stored.hard_state.term, 4);
+}
+
+#[test]
+fn a_second_snapshot_replaces_the_first() {
+    let (dir_a, dir_b) = (TempDir::new().unwrap(), TempDir::new().unwrap());
+    let mut a = open(&dir_a, 1);
+    let mut b = open(&dir_b, 2);
+    for round in 0..3 {
+        fill(&mut a);
+        apply(&mut a, 3, &[Command::put(format!("round-{round}"), "r")]);
+        let (header, chunks) = read_chunks(&a, 1 << 20);
+        let mut receiving = b.kv.snapshots().receive(header).unwrap();
+        for chunk in &chunks {
+            receiving.add_chunk(chunk).unwrap();
+        }
+        let hs = HardState {
+            term: 3,
+            vote: None,
+            commit: header.index,
+        };
+        install_snapshot(&mut b.log, &mut b.kv, receiving.finish(), hs).unwrap();
+        assert_eq!(everything(&b), everything(&a), "round {round}");
+    }
+}
+
+#[test]
+fn an_abandoned_transfer_changes_nothing_and_the_next_one_starts_over() {
+    let (dir_a, dir_b) = (TempDir::new().unwrap(), TempDir::new().unwrap());
+    let mut a = open(&dir_a, 1);
+    fill(&mut a);
+    let (header, chunks) = read_chunks(&a, 2048);
+    let mut b = open(&dir_b, 2);
+    apply(&mut b, 1, &[Command::put("mine", "1")]);
+    let before = everything(&b);
+
+    let snapshots = b.kv.snapshots();
+    let mut receiving = snapshots.receive(header).unwrap();
+    receiving.add_chunk(&chunks[0]).unwrap();
+    assert!(
+        matches!(snapshots.receive(header), Err(StorageError::SnapshotBusy)),
+        "one transfer at a time"
+    );
+    drop(receiving);
+    assert_eq!(everything(&b), before);
+
+    // A restart in the middle of a transfer keeps the old state too.
+    let mut receiving = snapshots.receive(header).unwrap();
+    receiving.add_chunk(&chunks[0]).unwrap();
+    drop(receiving);
+    drop(snapshots);
+    drop(b);
+    let mut b = open(&dir_b, 2);
+    assert_eq!(everything(&b), before);
+
+    let mut receiving = b.kv.snapshots().receive(header).unwrap();
+    for chunk in &chunks {
+        receiving.add_chunk(chunk).unwrap();
+    }
+    let hs = HardState {
+        term: 3,
+        vote: None,
+        commit: header.index,
+    };
+    install_snapshot(&mut b.log, &mut b.kv, receiving.finish(), hs).unwrap();
+    assert_eq!(everything(&b), everything(&a));
+}
+
+#[test]
+fn malformed_chunks_are_refused() {
+    let (dir_a, dir_b) = (TempDir::new().unwrap(), TempDir::new().unwrap());
+    let mut a = open(&dir_a, 1);
+    fill(&mut a);
+    let (header, chunks) = read_chunks(&a, 2048);
+    let b = open(&dir_b, 2);
+    let snapshots = b.kv.snapshots();
+
+    let mut truncated = chunks[0].clone();
+    truncated.truncate(truncated.len() - 3);
+    let mut receiving = snapshots.receive(header).unwrap();
+    let err = receiving.add_chunk(&truncated).unwrap_err();
+    assert!(matches!(err, StorageError::BadSnapshot(_)), "{err}");
+    drop(receiving);
+
+    // The same chunk twice: keys no longer increase.
+    let mut receiving = snapshots.receive(header).unwrap();
+    receiving.add_chunk(&chunks[0]).unwrap();
+    let err = receiving.add_chunk(&chunks[0]).unwrap_err();
+    assert!(err.to_string().contains("out of order"), "{err}");
+    drop(receiving);
+
+    // A record from after the snapshot's revision.
+    let older = SnapshotHeader {
+        revision: 2,
+        ..header
+    };
+    let mut receiving = snapshots.receive(older).unwrap();
+    let err = receiving.add_chunk(&chunks[1]).unwrap_err();
+    assert!(err.to_string().contains("revision"), "{err}");
+    drop(receiving);
+
+    let zero = SnapshotHeader { index: 0, ..header };
+    assert!(matches!(
+        snapshots.receive(zero),
+        Err(StorageError::BadSnapshot(_))
+    ));
+    assert!(everything(&b).is_empty());
+}
+
+#[test]
+fn a_snapshot_after_compaction_takes_its_term_from_the_purge_point() {
+    let dir = TempDir::new().unwrap();
+    let mut a = open(&dir, 1);
+    fill(&mut a);
+    let applied = a.kv.applied_index();
+    a.log.purge(applied).unwrap();
+    let (header, _) = read_chunks(&a, 1 << 20);
+    assert_eq!((header.index, header.term), (applied, 3));
+}
