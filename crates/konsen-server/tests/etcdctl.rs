@@ -25,7 +25,7 @@ fn etcdctl(endpoints: &str, args: &[&str]) -> (bool, String) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn etcdctl_put_get_del_member_list_endpoint_status() {
+async fn etcdctl_put_get_del_member_list_endpoint_status_hashkv() {
     if Command::new("etcdctl").arg("version").output().is_err() {
         eprintln!("NOTICE: etcdctl not found; skipping the etcdctl compatibility test");
         return;
@@ -67,6 +67,22 @@ async fn etcdctl_put_get_del_member_list_endpoint_status() {
     );
     let (ok, out) = etcdctl(&all, &["endpoint", "health"]);
     assert!(ok && out.matches("is healthy").count() == 3, "{out}");
+
+    // Every node holds the same state: the same hash, three times.
+    let (ok, _) = etcdctl(&one(1), &["put", "hashed", "1"]);
+    assert!(ok);
+    cluster.wait_for_same_state(&[1, 2, 3]).await;
+    let (ok, out) = etcdctl(&all, &["endpoint", "hashkv", "-w", "json"]);
+    assert!(ok, "{out}");
+    let hashes: Vec<&str> = out
+        .split("\"hash\":")
+        .skip(1)
+        .map(|rest| rest.split([',', '}']).next().unwrap_or(""))
+        .collect();
+    assert!(
+        hashes.len() == 3 && hashes.iter().all(|h| *h == hashes[0] && *h != "0"),
+        "{out}"
+    );
 
     let (ok, out) = etcdctl(&one(1), &["put", "", "x"]);
     assert!(!ok && out.contains("key is not provided"), "{out}");

@@ -41,6 +41,12 @@
 //!   are in the synced log, and after a crash they are applied again from
 //!   the recorded applied index (never twice: entries at or below it are
 //!   skipped).
+//! * **The log is purged only behind a durable state machine.** A purge
+//!   is a synced write; the key-value writes of the purged entries went to
+//!   the same write-ahead log before it, so they are durable first.
+//! * **A snapshot is installed all at once.** It is received into the
+//!   key-value column family not in use and switched in with one synced
+//!   batch (see `snapshot.rs`).
 //! * **Damage is reported, never repaired.** The database is opened with
 //!   paranoid checks and read with checksum verification; a new database is
 //!   created only in a missing or empty directory; a data dir of another
