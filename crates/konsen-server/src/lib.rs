@@ -96,6 +96,7 @@ where
         }
     }
     let snapshots = store.kv.snapshots();
+    let reader = store.kv.reader();
     let node = node::spawn(
         Arc::clone(&settings),
         store,
@@ -110,6 +111,7 @@ where
         permits: Arc::new(Semaphore::new(settings.limits.concurrent_requests_max)),
         storage_options: settings.storage_options(),
         snapshots,
+        reader,
     };
     let mut server = tokio::spawn(server::serve(shared, incoming, shutdown_rx.clone()));
     let mut node_task = node.task;

@@ -146,7 +146,21 @@ impl Db {
 
     /// A checksummed iterator over `cf`, bounded to `[lower, upper)`.
     pub(crate) fn iter(&self, cf: &str, lower: &[u8], upper: Option<&[u8]>) -> DBRawIterator<'_> {
+        self.iter_in(None, cf, lower, upper)
+    }
+
+    /// [`Db::iter`], as of `view` if given.
+    pub(crate) fn iter_in<'s>(
+        &'s self,
+        view: Option<&rocksdb::Snapshot<'s>>,
+        cf: &str,
+        lower: &[u8],
+        upper: Option<&[u8]>,
+    ) -> DBRawIterator<'s> {
         let mut options = Self::read_options();
+        if let Some(view) = view {
+            options.set_snapshot(view);
+        }
         options.set_iterate_lower_bound(lower);
         if let Some(upper) = upper {
             options.set_iterate_upper_bound(upper);

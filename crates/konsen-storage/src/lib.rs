@@ -81,7 +81,7 @@ pub use kv::{
 };
 pub use log::LogStore;
 pub use options::{REQUEST_BYTES_MAX_DEFAULT, StorageOptions};
-pub use range::{RangeRequest, RangeResponse};
+pub use range::{KvReader, RangeRequest, RangeResponse};
 pub use snapshot::{
     Receiving, SnapshotHeader, SnapshotStats, Snapshots, StagedSnapshot, install_snapshot,
 };

@@ -3,10 +3,12 @@
 
 use std::ops::Bound;
 
-use crate::codec::decode_kv;
-use crate::db::Db;
+use std::sync::Arc;
+
+use crate::codec::{decode_kv, decode_kv_cf, decode_kv_state};
+use crate::db::{CF_KV, CF_META, Db, META_KV_CF, META_KV_STATE};
 use crate::error::{RequestError, StorageError};
-use crate::kv::{KeyValue, KvStore};
+use crate::kv::{KeyValue, KvStore, REVISION_INITIAL};
 
 /// A read of the keys in `[key, range_end)` (etcd `RangeRequest`).
 ///
@@ -45,57 +47,105 @@ pub struct RangeResponse {
 impl KvStore {
     /// Reads the keys a request selects, at the current revision.
     pub fn range(&self, request: &RangeRequest) -> Result<RangeResponse, StorageError> {
-        if request.key.is_empty() {
-            return Err(RequestError::EmptyKey.into());
+        range_in(&self.db, None, self.cf, self.revision, request)
+    }
+
+    /// A handle that reads the latest applied state from other threads
+    /// than the one applying entries.
+    pub fn reader(&self) -> KvReader {
+        KvReader {
+            db: Arc::clone(&self.db),
         }
-        let current = self.revision;
-        if request.revision > current {
-            return Err(RequestError::FutureRevision {
-                requested: request.revision,
-                current,
+    }
+}
+
+/// Reads the key-value state beside the node loop: each read sees one
+/// consistent view (a RocksDB snapshot) of the latest applied state, its
+/// revision included. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct KvReader {
+    db: Arc<Db>,
+}
+
+impl KvReader {
+    /// [`KvStore::range`], at the latest applied state.
+    pub fn range(&self, request: &RangeRequest) -> Result<RangeResponse, StorageError> {
+        let db = &*self.db;
+        let view = db.snapshot();
+        let cf = match db.get_at(&view, CF_META, META_KV_CF)? {
+            Some(bytes) => {
+                decode_kv_cf(&bytes).map_err(|e| db.undecodable("key-value column family", e))?
             }
-            .into());
-        }
-        if request.revision > 0 && request.revision != current {
-            return Err(RequestError::HistoricalRead {
-                requested: request.revision,
-                current,
+            None => CF_KV,
+        };
+        let revision = match db.get_at(&view, CF_META, META_KV_STATE)? {
+            Some(bytes) => {
+                decode_kv_state(&bytes)
+                    .map_err(|e| db.undecodable("state machine position", e))?
+                    .1
             }
-            .into());
+            None => REVISION_INITIAL,
+        };
+        range_in(db, Some(&view), cf, revision, request)
+    }
+}
+
+/// A range read of `cf` (as of `view`, if given) whose current revision
+/// is `current`.
+fn range_in(
+    db: &Db,
+    view: Option<&rocksdb::Snapshot<'_>>,
+    cf: &str,
+    current: i64,
+    request: &RangeRequest,
+) -> Result<RangeResponse, StorageError> {
+    if request.key.is_empty() {
+        return Err(RequestError::EmptyKey.into());
+    }
+    if request.revision > current {
+        return Err(RequestError::FutureRevision {
+            requested: request.revision,
+            current,
         }
-        let limit = usize::try_from(request.limit)
-            .ok()
-            .filter(|&l| l > 0)
-            .unwrap_or(usize::MAX);
-        let range = KeyRange::new(request.key.clone(), request.range_end.clone());
-        let mut kvs = Vec::new();
-        let mut count: i64 = 0;
-        let mut bad = None;
-        scan_raw(&self.db, self.cf, &range, |key, value| {
-            count += 1;
-            if !request.count_only && kvs.len() < limit {
-                match decode_kv(key, value, request.keys_only) {
-                    Ok(kv) => kvs.push(kv),
-                    Err(e) => {
-                        bad = Some((key.to_vec(), e));
-                        return false;
-                    }
+        .into());
+    }
+    if request.revision > 0 && request.revision != current {
+        return Err(RequestError::HistoricalRead {
+            requested: request.revision,
+            current,
+        }
+        .into());
+    }
+    let limit = usize::try_from(request.limit)
+        .ok()
+        .filter(|&l| l > 0)
+        .unwrap_or(usize::MAX);
+    let range = KeyRange::new(request.key.clone(), request.range_end.clone());
+    let mut kvs = Vec::new();
+    let mut count: i64 = 0;
+    let mut bad = None;
+    scan_raw_in(db, view, cf, &range, |key, value| {
+        count += 1;
+        if !request.count_only && kvs.len() < limit {
+            match decode_kv(key, value, request.keys_only) {
+                Ok(kv) => kvs.push(kv),
+                Err(e) => {
+                    bad = Some((key.to_vec(), e));
+                    return false;
                 }
             }
-            true
-        })?;
-        if let Some((key, e)) = bad {
-            return Err(self
-                .db
-                .undecodable(format_args!("record of key {key:?}"), e));
         }
-        Ok(RangeResponse {
-            more: !request.count_only && (kvs.len() as i64) < count,
-            kvs,
-            count,
-            revision: current,
-        })
+        true
+    })?;
+    if let Some((key, e)) = bad {
+        return Err(db.undecodable(format_args!("record of key {key:?}"), e));
     }
+    Ok(RangeResponse {
+        more: !request.count_only && (kvs.len() as i64) < count,
+        kvs,
+        count,
+        revision: current,
+    })
 }
 
 /// A set of keys in etcd's `(key, range_end)` form, resolved to a start and
@@ -147,12 +197,23 @@ pub(crate) fn scan_raw(
     db: &Db,
     cf: &str,
     range: &KeyRange,
+    visit: impl FnMut(&[u8], &[u8]) -> bool,
+) -> Result<(), StorageError> {
+    scan_raw_in(db, None, cf, range, visit)
+}
+
+/// [`scan_raw`], as of `view` if given.
+fn scan_raw_in(
+    db: &Db,
+    view: Option<&rocksdb::Snapshot<'_>>,
+    cf: &str,
+    range: &KeyRange,
     mut visit: impl FnMut(&[u8], &[u8]) -> bool,
 ) -> Result<(), StorageError> {
     if range.is_empty() {
         return Ok(());
     }
-    let mut it = db.iter(cf, &range.start, range.end.as_deref());
+    let mut it = db.iter_in(view, cf, &range.start, range.end.as_deref());
     it.seek(&range.start);
     while let Some((key, value)) = it.item() {
         if !visit(key, value) {

@@ -527,7 +527,10 @@ proptest! {
                 prop_assert_eq!(result.outcome, model.apply(entry), "entry {}", entry.index);
             }
             prop_assert_eq!(store.kv.revision(), model.revision);
-            let all = store.kv.range(&RangeRequest { key: vec![0], range_end: vec![0], ..RangeRequest::default() }).unwrap();
+            let request = RangeRequest { key: vec![0], range_end: vec![0], ..RangeRequest::default() };
+            let all = store.kv.range(&request).unwrap();
+            // The reader beside the node loop sees the same state and revision.
+            prop_assert_eq!(&store.kv.reader().range(&request).unwrap(), &all);
             prop_assert_eq!(all.count, model.keys.len() as i64);
             prop_assert_eq!(all.kvs, model.kvs());
         }

@@ -132,8 +132,17 @@ fn an_installed_snapshot_equals_the_source_and_survives_a_restart() {
         vote: None,
         commit: header.index,
     };
+    let reader = b.kv.reader();
     install_snapshot(&mut b.log, &mut b.kv, staged, hs).expect("install");
     assert_eq!(everything(&b), everything(&a));
+    // A reader made before the install reads the installed state.
+    let all = RangeRequest {
+        key: vec![0],
+        range_end: vec![0],
+        ..Default::default()
+    };
+    assert_eq!(reader.range(&all).unwrap(), a.kv.range(&all).unwrap());
+    drop(reader);
     assert_eq!(b.kv.applied_index(), a.kv.applied_index());
     assert_eq!(b.kv.revision(), a.kv.revision());
     assert_eq!(b.log.purged(), (header.index, header.term));

@@ -19,7 +19,9 @@ use konsen_core::NodeId;
 use konsen_rpc::convert::{WriteOutcome, write_outcome_from_wire};
 use konsen_rpc::etcd::etcdserverpb::ResponseHeader;
 use konsen_rpc::peer::{ForwardRequest, raft_peer_client::RaftPeerClient};
-use konsen_storage::{Command, RangeRequest, RequestError, Snapshots, StorageOptions};
+use konsen_storage::{
+    Command, KvReader, RangeRequest, RequestError, Snapshots, StorageError, StorageOptions,
+};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::Status;
 use tonic::transport::Channel;
@@ -45,6 +47,8 @@ pub struct Shared {
     /// Snapshots of this node's store: received by the peer service,
     /// hashed for `HashKV`.
     pub snapshots: Snapshots,
+    /// Serializable reads, served without the node loop.
+    pub reader: KvReader,
 }
 
 impl Shared {
@@ -108,6 +112,16 @@ impl Shared {
         request: RangeRequest,
         linearizable: bool,
     ) -> Result<ReadOutcome, Status> {
+        if !linearizable {
+            // The local applied state, read right here: no hop through the
+            // node loop and back.
+            let term = self.node.status().term;
+            return match self.reader.range(&request) {
+                Ok(response) => Ok(ReadOutcome { response, term }),
+                Err(StorageError::Request(e)) => Err(request_status(&e)),
+                Err(e) => Err(node_status(&NodeError::Storage(e.to_string()))),
+            };
+        }
         let attempts = async {
             loop {
                 match self.node.read(request.clone(), linearizable).await {
