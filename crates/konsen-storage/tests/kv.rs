@@ -514,12 +514,23 @@ proptest! {
         let mut model = Model::new();
         let entries: Vec<Entry> = ops.iter().enumerate().map(|(i, op)| op.entry(i as Index + 1)).collect();
         let mut rest = &entries[..];
+        let mut reopened = false;
         for cut in cuts.iter().cycle() {
             if rest.is_empty() {
                 break;
             }
+            if !reopened && rest.len() <= entries.len() / 2 {
+                // Halfway, a restart: the in-memory key index is rebuilt
+                // from disk and must go on agreeing with the model.
+                reopened = true;
+                drop(store);
+                store = open(&dir);
+            }
             let (batch, tail) = rest.split_at((*cut).min(rest.len()));
             rest = tail;
+            // As a driver does: committed entries are in the log first.
+            let hs = HardState { term: 1, vote: Some(1), commit: batch[batch.len() - 1].index };
+            store.log.append(Some(hs), batch).unwrap();
             let results = store.kv.apply(batch).unwrap();
             prop_assert_eq!(results.len(), batch.len());
             for (entry, result) in batch.iter().zip(results) {
