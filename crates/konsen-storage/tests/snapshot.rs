@@ -104,6 +104,20 @@ fn read_chunks(from: &RocksStore, chunk_bytes_max: usize) -> (SnapshotHeader, Ve
     (header.expect("a header"), chunks)
 }
 
+/// Receives `chunks` into `to` and installs them, as a follower in term 3.
+fn receive_and_install(to: &mut RocksStore, header: SnapshotHeader, chunks: &[Vec<u8>]) {
+    let mut receiving = to.kv.snapshots().receive(header).unwrap();
+    for chunk in chunks {
+        receiving.add_chunk(chunk).unwrap();
+    }
+    let hs = HardState {
+        term: 3,
+        vote: None,
+        commit: header.index,
+    };
+    install_snapshot(&mut to.log, &mut to.kv, receiving.finish(), hs).unwrap();
+}
+
 #[test]
 fn an_installed_snapshot_equals_the_source_and_survives_a_restart() {
     let (dir_a, dir_b) = (TempDir::new().unwrap(), TempDir::new().unwrap());
@@ -172,16 +186,7 @@ fn a_second_snapshot_replaces_the_first() {
         fill(&mut a);
         apply(&mut a, 3, &[Command::put(format!("round-{round}"), "r")]);
         let (header, chunks) = read_chunks(&a, 1 << 20);
-        let mut receiving = b.kv.snapshots().receive(header).unwrap();
-        for chunk in &chunks {
-            receiving.add_chunk(chunk).unwrap();
-        }
-        let hs = HardState {
-            term: 3,
-            vote: None,
-            commit: header.index,
-        };
-        install_snapshot(&mut b.log, &mut b.kv, receiving.finish(), hs).unwrap();
+        receive_and_install(&mut b, header, &chunks);
         assert_eq!(everything(&b), everything(&a), "round {round}");
     }
 }
@@ -215,16 +220,7 @@ fn an_abandoned_transfer_changes_nothing_and_the_next_one_starts_over() {
     let mut b = open(&dir_b, 2);
     assert_eq!(everything(&b), before);
 
-    let mut receiving = b.kv.snapshots().receive(header).unwrap();
-    for chunk in &chunks {
-        receiving.add_chunk(chunk).unwrap();
-    }
-    let hs = HardState {
-        term: 3,
-        vote: None,
-        commit: header.index,
-    };
-    install_snapshot(&mut b.log, &mut b.kv, receiving.finish(), hs).unwrap();
+    receive_and_install(&mut b, header, &chunks);
     assert_eq!(everything(&b), everything(&a));
 }
 

@@ -483,6 +483,9 @@ impl Driver {
         tokio::spawn(async move {
             let delivered =
                 snapshot::send(client, snapshots, cluster_id, message, chunk_bytes_max).await;
+            if !delivered {
+                tokio::time::sleep(snapshot::RETRY_AFTER).await;
+            }
             // The loop may be gone (shutdown); nothing to report to then.
             let _ = done.send((to, delivered)).await;
         });

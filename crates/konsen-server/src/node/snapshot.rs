@@ -28,27 +28,12 @@ const SNAPSHOT_CHUNKS_IN_FLIGHT_MAX: usize = 4;
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// A failed transfer is reported this much later, so that the core's
 /// retry does not spin against a follower that is down.
-const RETRY_AFTER: Duration = Duration::from_secs(1);
+pub(super) const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// Streams a snapshot to `message.to` as `message` (an `InstallSnapshot`
 /// from the core) asks. Returns whether the follower has the snapshot's
-/// state now (installed, or already covered by its log); a failure returns
-/// after [`RETRY_AFTER`].
+/// state now (installed, or already covered by its log).
 pub(super) async fn send(
-    client: RaftPeerClient<Channel>,
-    snapshots: Snapshots,
-    cluster_id: u64,
-    message: Message,
-    chunk_bytes_max: usize,
-) -> bool {
-    let delivered = transfer(client, snapshots, cluster_id, message, chunk_bytes_max).await;
-    if !delivered {
-        tokio::time::sleep(RETRY_AFTER).await;
-    }
-    delivered
-}
-
-async fn transfer(
     client: RaftPeerClient<Channel>,
     snapshots: Snapshots,
     cluster_id: u64,
