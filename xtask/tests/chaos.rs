@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Instant;
 
-/// Seconds of faults per scenario in CI (ten scenarios).
+/// Seconds of faults per scenario in CI (eleven scenarios).
 const SCENARIO_SECS: &str = "7";
 /// Seconds of the negative control. Stale reads show up within the first
 /// second (a follower applies a commit one heartbeat after the leader
@@ -81,6 +81,7 @@ fn every_scenario_stays_linearizable_and_recovers() {
         "partition-leader",
         "partition-one-way",
         "partition-bridge",
+        "slow-links",
         "mixed",
     ] {
         assert!(

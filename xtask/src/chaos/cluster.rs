@@ -20,7 +20,7 @@ use nix::unistd::Pid;
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 
-use super::proxy::Links;
+use super::proxy::{Links, Shaping};
 
 /// How long a status query may take before the node counts as not
 /// answering.
@@ -247,7 +247,17 @@ impl Cluster {
         Ok(())
     }
 
-    /// Heals every partition. Returns whether there was one.
+    /// Makes the directed link `from -> to` slow and lossy.
+    pub fn shape_link(&self, from: u64, to: u64, shaping: Shaping) -> Result<()> {
+        let links = self
+            .links
+            .as_ref()
+            .context("this cluster was started without partition proxies")?;
+        links.shape(from, to, shaping);
+        Ok(())
+    }
+
+    /// Heals every partition (and slow link). Returns whether there was one.
     pub fn heal_network(&self) -> bool {
         self.links.as_ref().is_some_and(Links::heal)
     }

@@ -19,6 +19,7 @@ use rand::rngs::SmallRng;
 use tokio::time::Instant;
 
 use super::cluster::Cluster;
+use super::proxy::Shaping;
 use super::workload::Recorder;
 
 /// How long a restarted node gets to serve again during a rolling restart.
@@ -49,13 +50,17 @@ pub enum Scenario {
     /// Split the other nodes into two halves that cannot reach each other,
     /// with one node (the bridge) still reaching both. Heal after a while.
     PartitionBridge,
+    /// Make about half of the directed peer links slow (each chunk delayed
+    /// up to 10–150 ms) and lossy (a connection dropped, with what it
+    /// carried, every 0–3 % of chunks). Heal after a while.
+    SlowLinks,
     /// Any of the above, drawn each round.
     Mixed,
 }
 
 impl Scenario {
     /// Every scenario, in the order `--scenario all` runs them.
-    pub const ALL: [Scenario; 10] = [
+    pub const ALL: [Scenario; 11] = [
         Scenario::KillRandom,
         Scenario::KillLeader,
         Scenario::PauseRandom,
@@ -65,6 +70,7 @@ impl Scenario {
         Scenario::PartitionLeader,
         Scenario::PartitionOneWay,
         Scenario::PartitionBridge,
+        Scenario::SlowLinks,
         Scenario::Mixed,
     ];
 
@@ -76,6 +82,7 @@ impl Scenario {
                 | Scenario::PartitionLeader
                 | Scenario::PartitionOneWay
                 | Scenario::PartitionBridge
+                | Scenario::SlowLinks
                 | Scenario::Mixed
         )
     }
@@ -91,6 +98,7 @@ impl Scenario {
             Scenario::PartitionLeader => "partition-leader",
             Scenario::PartitionOneWay => "partition-one-way",
             Scenario::PartitionBridge => "partition-bridge",
+            Scenario::SlowLinks => "slow-links",
             Scenario::Mixed => "mixed",
         }
     }
@@ -299,6 +307,30 @@ async fn inject(
             note(format!("before healing: {}", cluster.views().await));
             cluster.heal_network();
             note("bridge partition healed".to_string());
+        }
+        Scenario::SlowLinks => {
+            let mut shaped = Vec::new();
+            for from in cluster.ids() {
+                for to in cluster.ids() {
+                    if from == to || !rng.random_bool(0.5) {
+                        continue;
+                    }
+                    let shaping = Shaping {
+                        delay_ms_max: rng.random_range(10..=150),
+                        drop_per_mille: rng.random_range(0..=30),
+                    };
+                    cluster.shape_link(from, to, shaping)?;
+                    shaped.push(format!(
+                        "{from}->{to} (delay <= {} ms, drop {}‰)",
+                        shaping.delay_ms_max, shaping.drop_per_mille
+                    ));
+                }
+            }
+            note(format!("FAULT slow, lossy links: {}", shaped.join(", ")));
+            tokio::time::sleep(Duration::from_millis(rng.random_range(1000..3000))).await;
+            note(format!("before healing: {}", cluster.views().await));
+            cluster.heal_network();
+            note("slow links healed".to_string());
         }
         Scenario::Mixed => unreachable!("mixed is resolved by run"),
     }

@@ -85,7 +85,7 @@ pub struct Options {
     pub seed: Option<u64>,
     /// kill-random, kill-leader, pause-random, pause-leader,
     /// rolling-restart, partition-random, partition-leader,
-    /// partition-one-way, partition-bridge, mixed, or all.
+    /// partition-one-way, partition-bridge, slow-links, mixed, or all.
     #[arg(long, default_value = "all")]
     pub scenario: String,
     /// How many nodes.
