@@ -77,37 +77,36 @@ where
 {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let transport = transport::Transport::start(&settings, connector.clone(), shutdown_rx.clone());
+    // One client per peer for forwarded writes and snapshot transfers. No
+    // per-call timeout on the channel: a snapshot takes as long as it
+    // takes, and a forwarded write runs under the client request's own
+    // `limits.request_timeout_ms`.
     let mut peers = HashMap::new();
-    let mut snapshot_clients = HashMap::new();
     for (id, endpoint) in &settings.endpoints {
         if *id != settings.node_id {
-            for (clients, request) in [
-                (&mut peers, Some(settings.request_timeout())),
-                (&mut snapshot_clients, None),
-            ] {
-                let timeouts = ChannelTimeouts {
-                    connect: transport::CONNECT_TIMEOUT,
-                    request,
-                };
-                let channel = lazy_channel(endpoint, connector.clone(), timeouts)
-                    .with_context(|| format!("endpoint {endpoint} of node {id}"))?;
-                clients.insert(*id, RaftPeerClient::new(channel));
-            }
+            let timeouts = ChannelTimeouts {
+                connect: transport::CONNECT_TIMEOUT,
+                request: None,
+            };
+            let channel = lazy_channel(endpoint, connector.clone(), timeouts)
+                .with_context(|| format!("endpoint {endpoint} of node {id}"))?;
+            peers.insert(*id, RaftPeerClient::new(channel));
         }
     }
+    let peers = Arc::new(peers);
     let snapshots = store.kv.snapshots();
     let reader = store.kv.reader();
     let node = node::spawn(
         Arc::clone(&settings),
         store,
         transport,
-        Arc::new(snapshot_clients),
+        Arc::clone(&peers),
         shutdown_rx.clone(),
     )?;
     let shared = Shared {
         settings: Arc::clone(&settings),
         node: node.handle.clone(),
-        peers: Arc::new(peers),
+        peers,
         permits: Arc::new(Semaphore::new(settings.limits.concurrent_requests_max)),
         storage_options: settings.storage_options(),
         snapshots,

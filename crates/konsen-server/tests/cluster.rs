@@ -266,7 +266,8 @@ async fn writes_acknowledged_during_a_leader_crash_survive_it() {
 async fn followers_of_a_killed_leader_elect_a_new_one_before_their_timeout() {
     // Election timeouts of 3 to 6 s: a new leader within 2 s of the kill
     // can only come from the followers seeing the leader's streams break.
-    let mut cluster = TestCluster::start_timing(3, 50, 60);
+    let mut cluster =
+        TestCluster::start_with(3, "tick_ms: 50\nheartbeat_ticks: 1\nelection_ticks: 60\n");
     let leader = cluster.wait_for_leader(&[1, 2, 3]).await;
     cluster.put_retrying(leader, "before", "1").await;
     let alive = cluster.others(leader);

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{TestCluster, WAIT_MAX};
+use common::{FAST_ELECTIONS, TestCluster, WAIT_MAX};
 use konsen_rpc::etcd::etcdserverpb::PutRequest;
 
 /// Puts `count` keys (`prefix-i`, `value_bytes` each) through `via`,
@@ -69,7 +69,10 @@ async fn wait_for_log(cluster: &TestCluster, id: u64, line: &str) {
 async fn a_follower_far_behind_catches_up_through_a_snapshot_under_writes() {
     let mut cluster = TestCluster::start_with(
         3,
-        "snapshot_entries_max: 200\nsnapshot_tail_entries: 50\nsnapshot_chunk_bytes_max: 4096\n",
+        &format!(
+            "{FAST_ELECTIONS}snapshot_entries_max: 200\nsnapshot_tail_entries: 50\n\
+             snapshot_chunk_bytes_max: 4096\n"
+        ),
     );
     let leader = cluster.wait_for_leader(&[1, 2, 3]).await;
     let follower = cluster.others(leader)[0];
@@ -89,17 +92,19 @@ async fn a_follower_far_behind_catches_up_through_a_snapshot_under_writes() {
         let mut kv = cluster.kv(leader);
         let stop = Arc::clone(&stop);
         tokio::spawn(async move {
-            let mut i = 0u64;
+            let (mut i, mut acknowledged) = (0u64, 0u64);
             while !stop.load(Ordering::Relaxed) && i < 100_000 {
                 let request = PutRequest {
                     key: format!("during-{}", i % 100).into_bytes(),
                     value: i.to_string().into_bytes().into(),
                     ..Default::default()
                 };
-                let _ = kv.put(request).await;
+                if kv.put(request).await.is_ok() {
+                    acknowledged += 1;
+                }
                 i += 1;
             }
-            i
+            acknowledged
         })
     };
     cluster.spawn(follower);
@@ -107,7 +112,7 @@ async fn a_follower_far_behind_catches_up_through_a_snapshot_under_writes() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);
     let during = writer.await.unwrap();
-    assert!(during > 0, "writes went on during the catch-up");
+    assert!(during > 0, "writes were acknowledged during the catch-up");
 
     let (revision, _) = cluster.wait_for_same_state(&[1, 2, 3]).await;
     assert!(revision > 2300, "every write is there: revision {revision}");
@@ -122,7 +127,10 @@ async fn a_follower_far_behind_catches_up_through_a_snapshot_under_writes() {
 async fn a_follower_killed_while_receiving_a_snapshot_recovers() {
     let mut cluster = TestCluster::start_with(
         3,
-        "snapshot_entries_max: 200\nsnapshot_tail_entries: 50\nsnapshot_chunk_bytes_max: 65536\n",
+        &format!(
+            "{FAST_ELECTIONS}snapshot_entries_max: 200\nsnapshot_tail_entries: 50\n\
+             snapshot_chunk_bytes_max: 65536\n"
+        ),
     );
     let leader = cluster.wait_for_leader(&[1, 2, 3]).await;
     let follower = cluster.others(leader)[0];
@@ -156,6 +164,15 @@ async fn a_follower_killed_while_receiving_a_snapshot_recovers() {
 
     cluster.spawn(follower);
     cluster.wait_for_same_state(&[1, 2, 3]).await;
+    // The interrupted install left nothing behind: the node needed (and
+    // received) the snapshot again.
+    assert!(
+        cluster
+            .log(follower)
+            .contains("receiving snapshot at index"),
+        "the restarted node did not need the snapshot again\n{}",
+        cluster.log(follower)
+    );
     write_keys(&cluster, leader, "after", 10, 10, 1).await;
     cluster.wait_for_same_state(&[1, 2, 3]).await;
 }

@@ -101,6 +101,11 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// Whether the whole input was consumed.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
     /// Checks that the whole input was consumed.
     pub(crate) fn finish(self) -> Result<(), DecodeError> {
         if self.buf.is_empty() {

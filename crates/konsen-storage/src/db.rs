@@ -10,7 +10,9 @@ use rocksdb::{
     ReadOptions, WriteBatch, WriteOptions,
 };
 
+use crate::codec::{decode_kv_cf, decode_kv_state};
 use crate::error::{DecodeError, StorageError};
+use crate::kv::REVISION_INITIAL;
 
 /// The Raft log: `u64` big-endian index → encoded entry.
 pub(crate) const CF_LOG: &str = "log";
@@ -31,6 +33,14 @@ pub(crate) const META_HARD_STATE: &[u8] = b"hard_state";
 pub(crate) const META_PURGED: &[u8] = b"purged";
 pub(crate) const META_KV_STATE: &[u8] = b"kv_state";
 pub(crate) const META_KV_CF: &[u8] = b"kv_cf";
+
+/// Where the state machine stands; see [`Db::kv_position`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct KvPosition {
+    pub cf: &'static str,
+    pub applied: konsen_core::Index,
+    pub revision: i64,
+}
 
 /// The key-value column family that is not `cf`.
 pub(crate) fn other_kv_cf(cf: &'static str) -> &'static str {
@@ -139,9 +149,47 @@ impl Db {
     }
 
     pub(crate) fn get(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-        self.rocks
-            .get_cf_opt(self.cf(cf), key, &Self::read_options())
-            .map_err(|e| self.error(e))
+        self.get_in(None, cf, key)
+    }
+
+    /// [`Db::get`], as of `view` if given.
+    pub(crate) fn get_in(
+        &self,
+        view: Option<&rocksdb::Snapshot<'_>>,
+        cf: &str,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, StorageError> {
+        match view {
+            Some(view) => view.get_cf_opt(self.cf(cf), key, Self::read_options()),
+            None => self
+                .rocks
+                .get_cf_opt(self.cf(cf), key, &Self::read_options()),
+        }
+        .map_err(|e| self.error(e))
+    }
+
+    /// Where the state machine stands (its column family, applied index
+    /// and revision), now or as of `view`.
+    pub(crate) fn kv_position(
+        &self,
+        view: Option<&rocksdb::Snapshot<'_>>,
+    ) -> Result<KvPosition, StorageError> {
+        let cf = match self.get_in(view, CF_META, META_KV_CF)? {
+            Some(bytes) => {
+                decode_kv_cf(&bytes).map_err(|e| self.undecodable("key-value column family", e))?
+            }
+            None => CF_KV,
+        };
+        let (applied, revision) = match self.get_in(view, CF_META, META_KV_STATE)? {
+            Some(bytes) => decode_kv_state(&bytes)
+                .map_err(|e| self.undecodable("state machine position", e))?,
+            None => (0, REVISION_INITIAL),
+        };
+        Ok(KvPosition {
+            cf,
+            applied,
+            revision,
+        })
     }
 
     /// A checksummed iterator over `cf`, bounded to `[lower, upper)`.
@@ -171,27 +219,6 @@ impl Db {
     /// A point-in-time view of the whole database.
     pub(crate) fn snapshot(&self) -> rocksdb::Snapshot<'_> {
         self.rocks.snapshot()
-    }
-
-    /// Like [`Db::get`], as of `snapshot`.
-    pub(crate) fn get_at(
-        &self,
-        snapshot: &rocksdb::Snapshot<'_>,
-        cf: &str,
-        key: &[u8],
-    ) -> Result<Option<Vec<u8>>, StorageError> {
-        snapshot
-            .get_cf_opt(self.cf(cf), key, Self::read_options())
-            .map_err(|e| self.error(e))
-    }
-
-    /// A checksummed iterator over all of `cf` as of `snapshot`.
-    pub(crate) fn iter_at<'s>(
-        &'s self,
-        snapshot: &'s rocksdb::Snapshot<'_>,
-        cf: &str,
-    ) -> DBRawIterator<'s> {
-        snapshot.raw_iterator_cf_opt(self.cf(cf), Self::read_options())
     }
 
     /// Deletes every key of `cf` (two writes, whatever its size: a range

@@ -21,9 +21,9 @@ use bytes::Bytes;
 use konsen_core::{Entry, EntryKind, Index};
 use rocksdb::WriteBatch;
 
-use crate::codec::{decode_kv, decode_kv_cf, decode_kv_state, encode_kv, encode_kv_state};
+use crate::codec::{decode_kv, encode_kv, encode_kv_state};
 use crate::command::Command;
-use crate::db::{CF_KV, CF_META, Db, META_KV_CF, META_KV_STATE};
+use crate::db::{CF_META, Db, KvPosition, META_KV_STATE};
 use crate::error::{RequestError, StorageError};
 use crate::range::KeyRange;
 
@@ -100,21 +100,14 @@ pub struct KvStore {
 
 impl KvStore {
     pub(crate) fn open(db: Arc<Db>) -> Result<KvStore, StorageError> {
-        let (applied, revision) = match db.get(CF_META, META_KV_STATE)? {
-            Some(bytes) => {
-                decode_kv_state(&bytes).map_err(|e| db.undecodable("state machine position", e))?
-            }
-            None => (0, REVISION_INITIAL),
-        };
+        let KvPosition {
+            cf,
+            applied,
+            revision,
+        } = db.kv_position(None)?;
         if revision < REVISION_INITIAL {
             return Err(db.corruption(format!("the recorded revision {revision} is below 1")));
         }
-        let cf = match db.get(CF_META, META_KV_CF)? {
-            Some(bytes) => {
-                decode_kv_cf(&bytes).map_err(|e| db.undecodable("key-value column family", e))?
-            }
-            None => CF_KV,
-        };
         Ok(KvStore {
             db,
             cf,

@@ -33,7 +33,8 @@
 //!   and entries go into one `WriteBatch`, written with `sync` on: a vote, a
 //!   term or an entry is on disk before the node acts on it, and one fsync
 //!   covers the whole batch (group commit). Only
-//!   [`StorageOptions::unsafe_no_fsync`] turns this off.
+//!   [`StorageOptions::unsafe_no_fsync`] turns this (and every other sync
+//!   below except the identity record's) off.
 //! * **The applied index is written with the data it produced.** A batch
 //!   of committed entries, the new applied index and the new revision are
 //!   one `WriteBatch`, so the state machine on disk is always the log
@@ -43,7 +44,10 @@
 //!   skipped).
 //! * **The log is purged only behind a durable state machine.** A purge
 //!   is a synced write; the key-value writes of the purged entries went to
-//!   the same write-ahead log before it, so they are durable first.
+//!   the same write-ahead log before it, so they are durable first. The
+//!   caller purges only applied entries (the core's `compact` refuses
+//!   anything else); `LogStore::purge` itself does not know the applied
+//!   index.
 //! * **A snapshot is installed all at once.** It is received into the
 //!   key-value column family not in use and switched in with one synced
 //!   batch (see `snapshot.rs`).

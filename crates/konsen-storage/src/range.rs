@@ -5,10 +5,10 @@ use std::ops::Bound;
 
 use std::sync::Arc;
 
-use crate::codec::{decode_kv, decode_kv_cf, decode_kv_state};
-use crate::db::{CF_KV, CF_META, Db, META_KV_CF, META_KV_STATE};
+use crate::codec::decode_kv;
+use crate::db::Db;
 use crate::error::{RequestError, StorageError};
-use crate::kv::{KeyValue, KvStore, REVISION_INITIAL};
+use crate::kv::{KeyValue, KvStore};
 
 /// A read of the keys in `[key, range_end)` (etcd `RangeRequest`).
 ///
@@ -72,21 +72,8 @@ impl KvReader {
     pub fn range(&self, request: &RangeRequest) -> Result<RangeResponse, StorageError> {
         let db = &*self.db;
         let view = db.snapshot();
-        let cf = match db.get_at(&view, CF_META, META_KV_CF)? {
-            Some(bytes) => {
-                decode_kv_cf(&bytes).map_err(|e| db.undecodable("key-value column family", e))?
-            }
-            None => CF_KV,
-        };
-        let revision = match db.get_at(&view, CF_META, META_KV_STATE)? {
-            Some(bytes) => {
-                decode_kv_state(&bytes)
-                    .map_err(|e| db.undecodable("state machine position", e))?
-                    .1
-            }
-            None => REVISION_INITIAL,
-        };
-        range_in(db, Some(&view), cf, revision, request)
+        let position = db.kv_position(Some(&view))?;
+        range_in(db, Some(&view), position.cf, position.revision, request)
     }
 }
 

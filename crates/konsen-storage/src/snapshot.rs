@@ -29,11 +29,11 @@ use konsen_core::{HardState, Index, Term};
 use rocksdb::WriteBatch;
 
 use crate::codec::{
-    decode_entry, decode_kv, decode_kv_cf, decode_kv_state, decode_purged, encode_hard_state,
-    encode_kv_cf, encode_kv_state, log_key,
+    Reader, decode_entry, decode_kv, decode_purged, encode_hard_state, encode_kv_cf,
+    encode_kv_state, log_key, put_bytes,
 };
 use crate::db::{
-    CF_KV, CF_LOG, CF_META, Db, META_HARD_STATE, META_KV_CF, META_KV_STATE, META_PURGED,
+    CF_LOG, CF_META, Db, KvPosition, META_HARD_STATE, META_KV_CF, META_KV_STATE, META_PURGED,
     other_kv_cf,
 };
 use crate::error::StorageError;
@@ -93,7 +93,7 @@ impl Snapshots {
         if !on_header(header) {
             return Ok(stats);
         }
-        let mut it = db.iter_at(&view, cf);
+        let mut it = db.iter_in(Some(&view), cf, &[], None);
         it.seek_to_first();
         let mut chunk = Vec::new();
         while let Some((key, record)) = it.item() {
@@ -125,7 +125,7 @@ impl Snapshots {
         let view = db.snapshot();
         let (header, cf) = view_header(db, &view)?;
         let mut hasher = crc32fast::Hasher::new();
-        let mut it = db.iter_at(&view, cf);
+        let mut it = db.iter_in(Some(&view), cf, &[], None);
         it.seek_to_first();
         let mut framed = Vec::new();
         while let Some((key, record)) = it.item() {
@@ -156,12 +156,7 @@ impl Snapshots {
         let busy = BusyGuard(Arc::clone(&self.receiving));
         // The column family in use only changes by installing a received
         // snapshot, and none is being received but this one.
-        let in_use = match self.db.get(CF_META, META_KV_CF)? {
-            Some(bytes) => decode_kv_cf(&bytes)
-                .map_err(|e| self.db.undecodable("key-value column family", e))?,
-            None => CF_KV,
-        };
-        let cf = other_kv_cf(in_use);
+        let cf = other_kv_cf(self.db.kv_position(None)?.cf);
         self.db.clear(cf)?;
         Ok(Receiving {
             db: Arc::clone(&self.db),
@@ -179,19 +174,12 @@ fn view_header(
     db: &Db,
     view: &rocksdb::Snapshot<'_>,
 ) -> Result<(SnapshotHeader, &'static str), StorageError> {
-    let cf = match db.get_at(view, CF_META, META_KV_CF)? {
-        Some(bytes) => {
-            decode_kv_cf(&bytes).map_err(|e| db.undecodable("key-value column family", e))?
-        }
-        None => CF_KV,
-    };
-    let (index, revision) = match db.get_at(view, CF_META, META_KV_STATE)? {
-        Some(bytes) => {
-            decode_kv_state(&bytes).map_err(|e| db.undecodable("state machine position", e))?
-        }
-        None => (0, REVISION_INITIAL),
-    };
-    let (purged_index, purged_term) = match db.get_at(view, CF_META, META_PURGED)? {
+    let KvPosition {
+        cf,
+        applied: index,
+        revision,
+    } = db.kv_position(Some(view))?;
+    let (purged_index, purged_term) = match db.get_in(Some(view), CF_META, META_PURGED)? {
         Some(bytes) => decode_purged(&bytes).map_err(|e| db.undecodable("purge point", e))?,
         None => (0, 0),
     };
@@ -200,11 +188,13 @@ fn view_header(
     } else {
         // Applied entries after the purge point are in the log: the log is
         // purged only up to what is applied.
-        let bytes = db.get_at(view, CF_LOG, &log_key(index))?.ok_or_else(|| {
-            db.corruption(format!(
-                "applied entry {index} is neither in the log nor its purge point {purged_index}"
-            ))
-        })?;
+        let bytes = db
+            .get_in(Some(view), CF_LOG, &log_key(index))?
+            .ok_or_else(|| {
+                db.corruption(format!(
+                    "applied entry {index} is neither in the log nor its purge point {purged_index}"
+                ))
+            })?;
         decode_entry(index, &bytes)
             .map_err(|e| db.undecodable(format_args!("log entry {index}"), e))?
             .term
@@ -224,11 +214,8 @@ fn record_bytes(key: &[u8], record: &[u8]) -> usize {
 }
 
 fn put_record(out: &mut Vec<u8>, key: &[u8], record: &[u8]) {
-    // Keys and records are bounded by request_bytes_max, far below 4 GiB.
-    out.extend_from_slice(&(key.len() as u32).to_be_bytes());
-    out.extend_from_slice(key);
-    out.extend_from_slice(&(record.len() as u32).to_be_bytes());
-    out.extend_from_slice(record);
+    put_bytes(out, key);
+    put_bytes(out, record);
 }
 
 /// Clears the "receiving" flag when the transfer ends, however it ends.
@@ -271,14 +258,12 @@ impl Receiving {
         };
         let mut batch = WriteBatch::default();
         let cf = self.db.cf(self.cf);
-        let mut rest = data;
+        let mut records = Reader::new("snapshot chunk", data);
         let mut keys = 0;
         let mut last_key = self.last_key.clone();
-        while !rest.is_empty() {
-            let (key, after) = take_framed(rest).ok_or_else(|| bad("truncated key".into()))?;
-            let (record, after) =
-                take_framed(after).ok_or_else(|| bad("truncated record".into()))?;
-            rest = after;
+        while !records.is_empty() {
+            let key = records.bytes().map_err(|e| bad(e.to_string()))?;
+            let record = records.bytes().map_err(|e| bad(e.to_string()))?;
             if key.is_empty() {
                 return Err(bad("empty key".into()));
             }
@@ -286,10 +271,14 @@ impl Receiving {
                 return Err(bad("keys out of order".into()));
             }
             let kv = decode_kv(key, record, true).map_err(|e| bad(e.to_string()))?;
-            if kv.mod_revision > self.header.revision || kv.create_revision > kv.mod_revision {
+            if kv.create_revision < REVISION_INITIAL
+                || kv.create_revision > kv.mod_revision
+                || kv.mod_revision > self.header.revision
+                || kv.version < 1
+            {
                 return Err(bad(format!(
-                    "key revisions {}/{} do not fit the snapshot's revision {}",
-                    kv.create_revision, kv.mod_revision, self.header.revision
+                    "key revisions {}/{} (version {}) do not fit the snapshot's revision {}",
+                    kv.create_revision, kv.mod_revision, kv.version, self.header.revision
                 )));
             }
             batch.put_cf(cf, key, record);
@@ -314,12 +303,6 @@ impl Receiving {
             _busy: self.busy,
         }
     }
-}
-
-fn take_framed(buf: &[u8]) -> Option<(&[u8], &[u8])> {
-    let len = u32::from_be_bytes(buf.get(..4)?.try_into().ok()?) as usize;
-    let rest = &buf[4..];
-    (rest.len() >= len).then(|| rest.split_at(len))
 }
 
 /// A snapshot received whole, waiting to be installed.
@@ -385,6 +368,12 @@ pub fn install_snapshot(
     kv.cf = staged.cf;
     kv.applied = index;
     kv.revision = revision;
-    db.clear(old)?;
+    // The snapshot is in; what is left is tidying. A failure here is only
+    // logged: the next transfer clears this column family anyway.
+    if let Err(e) = db.clear(old) {
+        tracing::warn!(
+            "cannot clear the key-value column family {old} after a snapshot install: {e}"
+        );
+    }
     Ok(())
 }

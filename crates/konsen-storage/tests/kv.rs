@@ -520,8 +520,8 @@ proptest! {
                 break;
             }
             if !reopened && rest.len() <= entries.len() / 2 {
-                // Halfway, a restart: the in-memory key index is rebuilt
-                // from disk and must go on agreeing with the model.
+                // Halfway, a restart: the state reloaded from disk must
+                // go on agreeing with the model.
                 reopened = true;
                 drop(store);
                 store = open(&dir);

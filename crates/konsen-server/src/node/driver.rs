@@ -23,8 +23,7 @@ use konsen_core::{
 use konsen_rpc::convert::{WriteOutcome, WriteResult};
 use konsen_rpc::peer::raft_peer_client::RaftPeerClient;
 use konsen_storage::{
-    KvStore, LogStore, RangeRequest, RocksStore, Snapshots, StagedSnapshot, StorageError,
-    install_snapshot,
+    KvStore, LogStore, RangeRequest, RocksStore, Snapshots, StagedSnapshot, install_snapshot,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{JoinHandle, block_in_place};
@@ -55,7 +54,7 @@ pub struct NodeParts {
     pub task: JoinHandle<Result<()>>,
 }
 
-/// Clients of the other nodes' peer service, without a request timeout
+/// Clients of the other nodes' peer service, without a per-call timeout
 /// (a snapshot transfer takes as long as it takes).
 pub type SnapshotClients = Arc<HashMap<NodeId, RaftPeerClient<Channel>>>;
 
@@ -100,23 +99,13 @@ pub fn spawn(
 
     let (request_tx, request_rx) = mpsc::channel(settings.limits.pending_proposals_max);
     let (peer_tx, peer_rx) = mpsc::channel(PEER_INBOUND_MAX);
-    let (status_tx, status_rx) = watch::channel(NodeStatus {
-        id: settings.node_id,
-        role: raw.role(),
-        term: raw.term(),
-        leader: raw.leader(),
-        last_index: raw.status().last_index,
-        commit: raw.status().commit,
-        applied: kv.applied_index(),
-        snapshot_index: log.purged().0,
-        revision: kv.revision(),
-        data_size_bytes: kv.data_size_bytes().unwrap_or(0),
-    });
+    let data_size_bytes = kv.data_size_bytes().unwrap_or(0);
+    let (status_tx, status_rx) = watch::channel(node_status(&raw, &log, &kv, data_size_bytes));
     let (snapshot_done_tx, snapshot_done_rx) = mpsc::channel(SNAPSHOT_SENDS_MAX);
     let driver = Driver {
         waiters: Waiters::new(settings.limits.pending_proposals_max),
         last_leader: (raw.term(), raw.leader()),
-        data_size_bytes: status_rx.borrow().data_size_bytes,
+        data_size_bytes,
         raw,
         snapshots: kv.snapshots(),
         log,
@@ -250,9 +239,10 @@ impl Driver {
                 staged,
                 reply,
             } => {
-                if let Some((_, earlier)) = self.staged.replace((staged, reply)) {
-                    let _ = earlier.send(Ok(false));
-                }
+                // A staged snapshot holds the store's only receiving slot,
+                // and the loop settles it before its next turn.
+                debug_assert!(self.staged.is_none(), "one staged snapshot at a time");
+                self.staged = Some((staged, reply));
                 if let Err(e) = self.raw.step(message)
                     && let Some((_, reply)) = self.staged.take()
                 {
@@ -265,18 +255,7 @@ impl Driver {
     fn on_request(&mut self, request: Request) {
         match request {
             Request::Write { command, reply } => self.propose(command, reply),
-            Request::Read {
-                request,
-                linearizable: false,
-                reply,
-            } => {
-                let _ = reply.send(self.serve_read(&request));
-            }
-            Request::Read {
-                request,
-                linearizable: true,
-                reply,
-            } => {
+            Request::Read { request, reply } => {
                 if self.waiters.reads_full() {
                     let _ = reply.send(Err(NodeError::Busy(
                         "too many reads waiting (limits.pending_proposals_max)".into(),
@@ -319,17 +298,6 @@ impl Driver {
             Err(e @ ProposeError::Backpressure { .. }) => {
                 let _ = reply.send(Err(NodeError::Busy(e.to_string())));
             }
-        }
-    }
-
-    fn serve_read(&self, request: &RangeRequest) -> Result<ReadOutcome, NodeError> {
-        match self.kv.range(request) {
-            Ok(response) => Ok(ReadOutcome {
-                response,
-                term: self.raw.term(),
-            }),
-            Err(StorageError::Request(e)) => Err(NodeError::Request(e)),
-            Err(e) => Err(NodeError::Storage(e.to_string())),
         }
     }
 
@@ -492,7 +460,11 @@ impl Driver {
     }
 
     fn answer_read(&self, request: RangeRequest, reply: ReadReply) {
-        let _ = reply.send(self.serve_read(&request));
+        let outcome = self.kv.range(&request).map(|response| ReadOutcome {
+            response,
+            term: self.raw.term(),
+        });
+        let _ = reply.send(outcome.map_err(NodeError::from));
     }
 
     fn on_soft_state(&mut self, soft: SoftState) {
@@ -509,22 +481,9 @@ impl Driver {
         }
     }
 
-    /// Runs after every `Ready`: reads the core's fields directly rather
-    /// than `RawNode::status()`, which copies the membership.
+    /// Runs after every `Ready`; watchers wake only on a change.
     fn publish_status(&self) {
-        let raw = &self.raw;
-        let status = NodeStatus {
-            id: raw.id(),
-            role: raw.role(),
-            term: raw.term(),
-            leader: raw.leader(),
-            last_index: raw.log().last_index(),
-            commit: raw.log().committed(),
-            applied: self.kv.applied_index(),
-            snapshot_index: self.log.purged().0,
-            revision: self.kv.revision(),
-            data_size_bytes: self.data_size_bytes,
-        };
+        let status = node_status(&self.raw, &self.log, &self.kv, self.data_size_bytes);
         self.status_tx.send_if_modified(|old| {
             let changed = *old != status;
             if changed {
@@ -532,5 +491,22 @@ impl Driver {
             }
             changed
         });
+    }
+}
+
+/// The node as the status page sees it. Reads the core's fields directly
+/// rather than `RawNode::status()`, which copies the membership.
+fn node_status(raw: &RawNode, log: &LogStore, kv: &KvStore, data_size_bytes: u64) -> NodeStatus {
+    NodeStatus {
+        id: raw.id(),
+        role: raw.role(),
+        term: raw.term(),
+        leader: raw.leader(),
+        last_index: raw.log().last_index(),
+        commit: raw.log().committed(),
+        applied: kv.applied_index(),
+        snapshot_index: log.purged().0,
+        revision: kv.revision(),
+        data_size_bytes,
     }
 }

@@ -7,8 +7,9 @@
 //! * `snapshot.rs`: sending a snapshot to a follower that needs purged
 //!   entries (receiving is the peer service's).
 //!
-//! Everything goes through bounded channels; a full channel is an
-//! immediate "too many requests", never an unbounded queue.
+//! Everything goes through bounded channels, never an unbounded queue: a
+//! client request meeting a full channel is an immediate "too many
+//! requests"; a peer message waits (back-pressure on the peer's stream).
 
 mod driver;
 mod snapshot;
@@ -45,6 +46,16 @@ pub enum NodeError {
     SnapshotRefused(String),
 }
 
+impl From<konsen_storage::StorageError> for NodeError {
+    /// A refused request stays one; anything else is a storage failure.
+    fn from(e: konsen_storage::StorageError) -> Self {
+        match e {
+            konsen_storage::StorageError::Request(e) => NodeError::Request(e),
+            e => NodeError::Storage(e.to_string()),
+        }
+    }
+}
+
 /// A read and the Raft term it was served in.
 #[derive(Clone, Debug)]
 pub struct ReadOutcome {
@@ -60,10 +71,10 @@ pub(crate) enum Request {
         command: Bytes,
         reply: oneshot::Sender<Result<WriteOutcome, NodeError>>,
     },
-    /// Read, linearizably (ReadIndex) or from local state.
+    /// Read linearizably (ReadIndex). Serializable reads do not come here:
+    /// the services read the local state themselves (`KvReader`).
     Read {
         request: RangeRequest,
-        linearizable: bool,
         reply: oneshot::Sender<Result<ReadOutcome, NodeError>>,
     },
 }
@@ -119,18 +130,10 @@ impl NodeHandle {
         rx.await.map_err(|_| NodeError::Stopped)?
     }
 
-    /// Reads the keys `request` selects.
-    pub async fn read(
-        &self,
-        request: RangeRequest,
-        linearizable: bool,
-    ) -> Result<ReadOutcome, NodeError> {
+    /// Reads the keys `request` selects, linearizably.
+    pub async fn read(&self, request: RangeRequest) -> Result<ReadOutcome, NodeError> {
         let (reply, rx) = oneshot::channel();
-        self.submit(Request::Read {
-            request,
-            linearizable,
-            reply,
-        })?;
+        self.submit(Request::Read { request, reply })?;
         rx.await.map_err(|_| NodeError::Stopped)?
     }
 

@@ -3,7 +3,8 @@
 //! machine to reach it.
 //!
 //! Each list is bounded by `limits.pending_proposals_max`. A waiter whose
-//! client went away (timed out) is dropped on the next tick.
+//! client went away (timed out) is dropped at the next housekeeping round
+//! (every `HOUSEKEEPING_TICKS` ticks).
 
 use std::collections::{BTreeMap, HashMap};
 

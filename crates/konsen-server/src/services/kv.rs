@@ -48,7 +48,11 @@ impl Kv for KvService {
         // `unsafe_stale_reads` (the fault-injection suite's negative
         // control) turns every read into a serializable one.
         let linearizable = !request.serializable && !self.shared.settings.unsafe_stale_reads;
-        let outcome = self.shared.read(read, linearizable).await?;
+        let outcome = if linearizable {
+            self.shared.read_linearizable(read).await?
+        } else {
+            self.shared.read_local(&read)?
+        };
         let mut response = outcome.response;
         if !extras.is_trivial() {
             post_process(&mut response.kvs, &extras);

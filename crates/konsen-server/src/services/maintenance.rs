@@ -88,6 +88,7 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<HashKvRequest>,
     ) -> Result<Response<HashKvResponse>, Status> {
+        let _permit = self.shared.admit()?;
         let requested = request.into_inner().revision;
         let snapshots = self.shared.snapshots.clone();
         let (hash, header) = tokio::task::spawn_blocking(move || snapshots.hash())

@@ -19,9 +19,7 @@ use konsen_core::NodeId;
 use konsen_rpc::convert::{WriteOutcome, write_outcome_from_wire};
 use konsen_rpc::etcd::etcdserverpb::ResponseHeader;
 use konsen_rpc::peer::{ForwardRequest, raft_peer_client::RaftPeerClient};
-use konsen_storage::{
-    Command, KvReader, RangeRequest, RequestError, Snapshots, StorageError, StorageOptions,
-};
+use konsen_storage::{Command, KvReader, RangeRequest, RequestError, Snapshots, StorageOptions};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::Status;
 use tonic::transport::Channel;
@@ -104,27 +102,24 @@ impl Shared {
             .map_err(|_| timed_out())?
     }
 
-    /// Reads through the node loop, within `limits.request_timeout_ms`,
-    /// trying again while no leader is known or leadership moves (a read
-    /// changes nothing, so trying again is always safe).
-    pub async fn read(
-        &self,
-        request: RangeRequest,
-        linearizable: bool,
-    ) -> Result<ReadOutcome, Status> {
-        if !linearizable {
-            // The local applied state, read right here: no hop through the
-            // node loop and back.
-            let term = self.node.status().term;
-            return match self.reader.range(&request) {
-                Ok(response) => Ok(ReadOutcome { response, term }),
-                Err(StorageError::Request(e)) => Err(request_status(&e)),
-                Err(e) => Err(node_status(&NodeError::Storage(e.to_string()))),
-            };
-        }
+    /// Reads this node's applied state (serializable), right here: no hop
+    /// through the node loop and back.
+    pub fn read_local(&self, request: &RangeRequest) -> Result<ReadOutcome, Status> {
+        let term = self.node.status().term;
+        self.reader
+            .range(request)
+            .map(|response| ReadOutcome { response, term })
+            .map_err(|e| node_status(&e.into()))
+    }
+
+    /// Reads linearizably through the node loop (ReadIndex), within
+    /// `limits.request_timeout_ms`, trying again while no leader is known
+    /// or leadership moves (a read changes nothing, so trying again is
+    /// always safe).
+    pub async fn read_linearizable(&self, request: RangeRequest) -> Result<ReadOutcome, Status> {
         let attempts = async {
             loop {
-                match self.node.read(request.clone(), linearizable).await {
+                match self.node.read(request.clone()).await {
                     Err(NodeError::NoLeader | NodeError::ReadFailed) => {}
                     other => return other.map_err(|e| node_status(&e)),
                 }

@@ -1,9 +1,10 @@
 //! konsen's `RaftPeer` service: message streams from the other nodes, and
 //! writes they forward to this node as leader.
 //!
-//! Every batch and forwarded write is checked against this cluster's id
-//! and this node's id; a malformed message is dropped with a warning (Raft
-//! tolerates lost messages), never trusted.
+//! Every batch is checked against this cluster's id and this node's id (a
+//! mismatch ends the stream with an error), and a malformed message in it
+//! is dropped with a warning (Raft tolerates lost messages), never trusted.
+//! Forwarded writes and snapshots are checked against the cluster id too.
 
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,15 @@ use tracing::{info, warn};
 
 /// How often a long snapshot transfer logs its progress.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// A refused or failed snapshot transfer, as the sender sees it.
+fn snapshot_status(e: StorageError) -> Status {
+    match e {
+        StorageError::SnapshotBusy => Status::aborted(e.to_string()),
+        StorageError::BadSnapshot(_) => Status::invalid_argument(e.to_string()),
+        e => Status::internal(e.to_string()),
+    }
+}
 
 use super::{NOT_LEADER_MESSAGE, Shared, node_status, request_status, timed_out};
 use crate::node::NodeError;
@@ -85,7 +95,9 @@ impl RaftPeer for PeerService {
                 )));
             }
             batches += 1;
-            from = Some(batch.from);
+            if self.shared.settings.endpoint_of(batch.from).is_some() {
+                from = Some(batch.from);
+            }
             for wire in batch.messages {
                 let message = match message_from_wire(wire) {
                     Ok(m) if matches!(m.body, MessageBody::InstallSnapshot { .. }) => {
@@ -154,11 +166,7 @@ impl RaftPeer for PeerService {
         }
         let snapshots = &self.shared.snapshots;
         let mut receiving =
-            block_in_place(|| snapshots.receive(first.header)).map_err(|e| match e {
-                StorageError::SnapshotBusy => Status::aborted(e.to_string()),
-                StorageError::BadSnapshot(_) => Status::invalid_argument(e.to_string()),
-                e => Status::internal(e.to_string()),
-            })?;
+            block_in_place(|| snapshots.receive(first.header)).map_err(snapshot_status)?;
         let started = Instant::now();
         let mut last_report = started;
         info!(
@@ -171,10 +179,7 @@ impl RaftPeer for PeerService {
         let mut shutdown = self.shutdown.clone();
         let mut next = first.clone();
         while !next.last {
-            block_in_place(|| receiving.add_chunk(&next.data)).map_err(|e| match e {
-                StorageError::BadSnapshot(_) => Status::invalid_argument(e.to_string()),
-                e => Status::internal(e.to_string()),
-            })?;
+            block_in_place(|| receiving.add_chunk(&next.data)).map_err(snapshot_status)?;
             if last_report.elapsed() >= PROGRESS_EVERY {
                 last_report = Instant::now();
                 info!(

@@ -15,6 +15,15 @@ use konsen_rpc::etcd::etcdserverpb::{
 use tonic::Status;
 use tonic::transport::{Channel, Endpoint};
 
+/// Whether tools that tests may skip without (konsen-cli, etcdctl) must
+/// be there: under `.ci/run` (which sets `XTASK_TEST_BIN_DIR`) or any CI.
+pub fn required_in_ci() -> bool {
+    std::env::var_os("XTASK_TEST_BIN_DIR").is_some() || std::env::var_os("CI").is_some()
+}
+
+/// Fast elections keep the tests short: 0.5 to 1 s without a leader.
+pub const FAST_ELECTIONS: &str = "tick_ms: 50\nheartbeat_ticks: 1\nelection_ticks: 10\n";
+
 /// How long a test waits for a leader, a catch-up, a process to exit.
 pub const WAIT_MAX: Duration = Duration::from_secs(20);
 /// The per-request timeout clients use in tests.
@@ -41,42 +50,25 @@ fn free_ports(n: usize) -> Vec<u16> {
 impl TestCluster {
     /// Writes a cluster file for `n` nodes and starts all of them.
     pub fn start(n: usize) -> TestCluster {
-        let mut cluster = Self::configure(n);
-        for id in 1..=n as u64 {
-            cluster.spawn(id);
-        }
-        cluster
+        Self::start_with(n, FAST_ELECTIONS)
     }
 
     /// Writes the cluster file without starting anything.
     pub fn configure(n: usize) -> TestCluster {
-        // Fast elections keep the tests short: 0.5 to 1 s without a leader.
-        Self::configure_timing(n, 50, 10)
+        Self::configure_with(n, FAST_ELECTIONS)
     }
 
-    /// Like [`TestCluster::start`], with the given tick and election timeout.
-    pub fn start_timing(n: usize, tick_ms: u64, election_ticks: u32) -> TestCluster {
-        let mut cluster = Self::configure_timing(n, tick_ms, election_ticks);
+    /// Like [`TestCluster::start`], with `settings` (YAML: timing and any
+    /// other setting but the endpoints and limits) in the cluster file.
+    pub fn start_with(n: usize, settings: &str) -> TestCluster {
+        let mut cluster = Self::configure_with(n, settings);
         for id in 1..=n as u64 {
             cluster.spawn(id);
         }
         cluster
     }
 
-    /// Like [`TestCluster::start`], with `extra` (YAML) added to the
-    /// cluster file.
-    pub fn start_with(n: usize, extra: &str) -> TestCluster {
-        let mut cluster = Self::configure_timing(n, 50, 10);
-        let mut yaml = std::fs::read_to_string(&cluster.config).expect("read cluster file");
-        yaml.push_str(extra);
-        std::fs::write(&cluster.config, yaml).expect("write cluster file");
-        for id in 1..=n as u64 {
-            cluster.spawn(id);
-        }
-        cluster
-    }
-
-    fn configure_timing(n: usize, tick_ms: u64, election_ticks: u32) -> TestCluster {
+    fn configure_with(n: usize, settings: &str) -> TestCluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let endpoints: Vec<String> = free_ports(n)
             .into_iter()
@@ -86,9 +78,7 @@ impl TestCluster {
         for e in &endpoints {
             yaml.push_str(&format!("  - {e}\n"));
         }
-        yaml.push_str(&format!(
-            "tick_ms: {tick_ms}\nheartbeat_ticks: 1\nelection_ticks: {election_ticks}\n"
-        ));
+        yaml.push_str(settings);
         yaml.push_str("limits:\n  request_timeout_ms: 3000\n");
         let config = dir.path().join("cluster.yml");
         std::fs::write(&config, yaml).expect("write cluster file");
