@@ -36,7 +36,9 @@ pub struct RestoredState {
 ///    (state machine and applied index at `snapshot.index`; log purged up to
 ///    it), atomically;
 /// 1. persist `hard_state` (if any) and `entries` (replacing any stored
-///    entries from the first one's index on), synced to disk;
+///    entries from the first one's index on), synced to disk if
+///    `must_sync` (otherwise only the commit index moved: store it without
+///    waiting for the disk, see [`crate::storage::Storage::store_commit`]);
 /// 2. send `messages` (`Append` and `Heartbeat` messages may be sent before
 ///    step 1, see [`Message::may_send_before_persist`]);
 /// 3. apply `committed_entries` in order and serve `read_states` once their
@@ -52,6 +54,11 @@ pub struct Ready {
     /// Set when term, vote or commit changed.
     pub hard_state: Option<HardState>,
     pub entries: Vec<Entry>,
+    /// Whether step 1 must be synced before anything after it: there are
+    /// entries, or the term or vote changed. A moved commit index alone
+    /// need not be durable: a restarted node learns it again from the
+    /// leader (etcd's `MustSync`).
+    pub must_sync: bool,
     pub messages: Vec<Message>,
     pub committed_entries: Vec<Entry>,
     pub read_states: Vec<ReadState>,
@@ -247,7 +254,11 @@ impl RawNode {
         let soft = r.soft_state();
         let entries = r.log.unstable_entries();
         let committed_entries = r.log.next_committed(r.cfg.apply_bytes_max);
+        let must_sync = !entries.is_empty()
+            || hard.term != self.prev_hard.term
+            || hard.vote != self.prev_hard.vote;
         let ready = Ready {
+            must_sync,
             snapshot: r.pending_snapshot.take(),
             soft_state: (soft != self.prev_soft).then_some(soft),
             hard_state: (hard != self.prev_hard).then_some(hard),

@@ -37,6 +37,13 @@ pub trait Storage {
         entries: &[Entry],
     ) -> Result<(), Self::Error>;
 
+    /// Stores `hard_state`, whose term and vote are the stored ones (only
+    /// the commit index moved), without waiting for the disk: it may be
+    /// lost in a crash until the next synced write. Safety does not need
+    /// the commit index on disk (a restarted node learns it again from the
+    /// leader); the driver uses this when a `Ready` says `!must_sync`.
+    fn store_commit(&mut self, hard_state: HardState) -> Result<(), Self::Error>;
+
     /// Everything stored, for restarting a node.
     fn load(&self) -> Result<StoredLog, Self::Error>;
 
@@ -61,6 +68,8 @@ pub enum MemStorageError {
         "entries must be contiguous and start at most one past the last index {last}: got {first}"
     )]
     NotContiguous { last: Index, first: Index },
+    #[error("store_commit may only move the commit index, not the term or vote")]
+    NotCommitOnly,
     #[error("range [{lo}, {hi}] is outside the stored log [{first}, {last}]")]
     OutOfRange {
         lo: Index,
@@ -75,6 +84,9 @@ pub enum MemStorageError {
 #[derive(Clone, Debug, Default)]
 pub struct MemStorage {
     log: StoredLog,
+    /// The commit index as of the last synced write: what a power loss
+    /// leaves ([`MemStorage::lose_unsynced`]).
+    synced_commit: Index,
 }
 
 impl MemStorage {
@@ -92,6 +104,13 @@ impl MemStorage {
         self.log.purged_index = index;
         self.log.purged_term = term;
         self.log.hard_state.commit = self.log.hard_state.commit.max(index);
+        self.synced_commit = self.log.hard_state.commit;
+    }
+
+    /// What a power loss does: writes not yet synced (a commit index
+    /// stored with [`Storage::store_commit`]) are gone.
+    pub fn lose_unsynced(&mut self) {
+        self.log.hard_state.commit = self.synced_commit;
     }
 }
 
@@ -119,6 +138,17 @@ impl Storage for MemStorage {
         if let Some(hs) = hard_state {
             self.log.hard_state = hs;
         }
+        // A synced write makes everything written before it durable too.
+        self.synced_commit = self.log.hard_state.commit;
+        Ok(())
+    }
+
+    fn store_commit(&mut self, hard_state: HardState) -> Result<(), Self::Error> {
+        let stored = &self.log.hard_state;
+        if (hard_state.term, hard_state.vote) != (stored.term, stored.vote) {
+            return Err(MemStorageError::NotCommitOnly);
+        }
+        self.log.hard_state.commit = hard_state.commit;
         Ok(())
     }
 
@@ -166,6 +196,7 @@ impl Storage for MemStorage {
         self.log.entries.drain(..drop);
         self.log.purged_index = index;
         self.log.purged_term = term;
+        self.synced_commit = self.log.hard_state.commit;
         Ok(())
     }
 }

@@ -25,7 +25,10 @@ use tracing::{error, info, warn};
 fn main() -> ExitCode {
     let args = Args::parse();
     logging::init(args.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // One thread runs the network and the node loop; disk work goes to the
+    // blocking pool. On a few cores shared by several processes this wakes
+    // threads least (ARCHITECTURE.md, "Where the time goes").
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

@@ -14,7 +14,7 @@
 
 use std::path::PathBuf;
 
-use konsen_core::Index;
+use konsen_core::{Index, NodeId, Term};
 
 use crate::store::NodeIdentity;
 
@@ -63,6 +63,16 @@ pub enum StorageError {
         purged: Index,
         last: Index,
         first: Index,
+    },
+    #[error(
+        "store_commit may only move the commit index: stored term {stored_term} vote {stored_vote:?}, \
+         got term {term} vote {vote:?}"
+    )]
+    NotCommitOnly {
+        stored_term: Term,
+        stored_vote: Option<NodeId>,
+        term: Term,
+        vote: Option<NodeId>,
     },
     #[error("range [{lo}, {hi}] is outside the stored log [{first}, {last}]")]
     OutOfRange {

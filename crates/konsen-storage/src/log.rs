@@ -4,7 +4,9 @@
 //! Entries live in the `log` column family under big-endian index keys;
 //! the hard state and the purge point live in `meta`. Every append is one
 //! `WriteBatch`, synced once: a `Ready`'s hard state and entries become
-//! durable together, with a single fsync (group commit).
+//! durable together, with a single fsync (group commit). A `Ready` that
+//! only moves the commit index is written without a sync
+//! ([`Storage::store_commit`]).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -208,6 +210,27 @@ impl Storage for LogStore {
         self.db.write(batch, self.sync)?;
         self.last_index = new_last;
         Ok(())
+    }
+
+    fn store_commit(&mut self, hard_state: HardState) -> Result<(), StorageError> {
+        let stored = self.hard_state()?;
+        if (stored.term, stored.vote) != (hard_state.term, hard_state.vote) {
+            return Err(StorageError::NotCommitOnly {
+                stored_term: stored.term,
+                stored_vote: stored.vote,
+                term: hard_state.term,
+                vote: hard_state.vote,
+            });
+        }
+        // Unsynced, on the same WAL as everything else: it lands after the
+        // entries it commits, and before the applied state that follows.
+        let mut batch = WriteBatch::default();
+        batch.put_cf(
+            self.db.cf(CF_META),
+            META_HARD_STATE,
+            encode_hard_state(&hard_state),
+        );
+        self.db.write(batch, false)
     }
 
     fn load(&self) -> Result<StoredLog, StorageError> {

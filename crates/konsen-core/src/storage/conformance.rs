@@ -17,7 +17,7 @@ type Check<S> = (&'static str, fn(&mut S));
 
 /// Runs every check, each on a fresh store from `fresh`.
 pub fn run_all<S: Storage>(mut fresh: impl FnMut() -> S) {
-    let checks: [Check<S>; 12] = [
+    let checks: [Check<S>; 13] = [
         (
             "an empty store loads the default",
             empty_store_loads_default,
@@ -28,6 +28,10 @@ pub fn run_all<S: Storage>(mut fresh: impl FnMut() -> S) {
         ),
         ("appends in several calls form one log", appends_accumulate),
         ("a hard state is stored without entries", hard_state_alone),
+        (
+            "store_commit moves the commit index and nothing else",
+            store_commit_moves_only_the_commit,
+        ),
         (
             "an append of nothing changes nothing",
             empty_append_is_a_no_op,
@@ -225,6 +229,27 @@ fn hard_state_alone<S: Storage>(s: &mut S) {
         load(s).hard_state,
         cleared,
         "a vote can be cleared by a new term"
+    );
+}
+
+fn store_commit_moves_only_the_commit<S: Storage>(s: &mut S) {
+    append(s, Some(hard_state(4, Some(2), 1)), &entries(1, 3, 4));
+    let moved = hard_state(4, Some(2), 3);
+    if let Err(e) = s.store_commit(moved) {
+        panic!("store_commit of {moved:?} failed: {e}");
+    }
+    assert_eq!(load(s).hard_state, moved, "the stored commit index moved");
+    assert_eq!(bounds(s), (1, 3), "store_commit touches no entry");
+    for changed in [hard_state(5, Some(2), 3), hard_state(4, Some(1), 3)] {
+        assert!(
+            s.store_commit(changed).is_err(),
+            "store_commit of {changed:?} changes the term or vote and must be refused"
+        );
+    }
+    assert_eq!(
+        load(s).hard_state,
+        moved,
+        "a refused store_commit changes nothing"
     );
 }
 

@@ -235,7 +235,10 @@ impl Sim {
     }
 
     fn crash(&mut self, id: NodeId) {
-        self.nodes[(id - 1) as usize].raw = None;
+        let node = &mut self.nodes[(id - 1) as usize];
+        node.raw = None;
+        // A crash here is a power loss: unsynced writes are gone.
+        node.disk.lose_unsynced();
         self.stats.crashes += 1;
         self.event(format!("crash n{id}"));
         // Most peers see the dead node's connections break (those cut off
@@ -700,7 +703,10 @@ impl Sim {
             let node = &mut self.nodes[idx];
             let raw = node.raw.as_ref().expect("live");
             let checked = self.checker.persisting(raw, &node.disk, &ready.entries);
-            let stored = node.disk.append(ready.hard_state, &ready.entries);
+            let stored = match ready.hard_state {
+                Some(hs) if !ready.must_sync => node.disk.store_commit(hs),
+                hs => node.disk.append(hs, &ready.entries),
+            };
             checked.map_err(|e| self.violation(e))?;
             stored.map_err(|e| self.violation(format!("storage refused a Ready: {e}")))?;
             for m in late {

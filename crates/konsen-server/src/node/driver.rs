@@ -6,9 +6,11 @@
 //! falls out of the draining. It then handles `Ready`s in the order the core
 //! demands (persist, send, apply, serve reads, advance) until none is left.
 //!
-//! Disk work (the synced log append, applying entries) runs under
-//! `block_in_place`: it must finish before the loop goes on anyway, and the
-//! runtime's other workers keep serving the network meanwhile.
+//! Disk work (the synced log append, applying entries, compaction) runs on
+//! the runtime's blocking pool, one trip per `Ready` ([`Driver::on_disk`]):
+//! the loop waits for it, but the runtime's thread keeps serving the
+//! network meanwhile, so a leader's appends leave while its own fsync runs.
+//! The loop owns the stores; a trip takes them along and brings them back.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -17,16 +19,17 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use konsen_core::{
-    Config, Membership, Message, MessageBody, NodeId, ProposeError, RawNode, ReadError, Ready,
-    RestoredState, Role, SoftState, Term, storage::Storage,
+    Config, Entry, HardState, Membership, Message, MessageBody, NodeId, ProposeError, RawNode,
+    ReadError, Ready, RestoredState, Role, SoftState, Term, storage::Storage,
 };
 use konsen_rpc::convert::{WriteOutcome, WriteResult};
 use konsen_rpc::peer::raft_peer_client::RaftPeerClient;
 use konsen_storage::{
-    KvStore, LogStore, RangeRequest, RocksStore, Snapshots, StagedSnapshot, install_snapshot,
+    ApplyResult, KvStore, LogStore, RangeRequest, RocksStore, Snapshots, StagedSnapshot,
+    install_snapshot,
 };
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio::task::{JoinHandle, block_in_place};
+use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 use tracing::{debug, info, warn};
 
@@ -108,8 +111,7 @@ pub fn spawn(
         data_size_bytes,
         raw,
         snapshots: kv.snapshots(),
-        log,
-        kv,
+        disk: Some(Disk { log, kv }),
         transport,
         snapshot_clients,
         snapshots_sending: HashSet::new(),
@@ -130,10 +132,54 @@ pub fn spawn(
     })
 }
 
-struct Driver {
-    raw: RawNode,
+/// The stores, owned by the loop and lent to the blocking pool for a trip.
+struct Disk {
     log: LogStore,
     kv: KvStore,
+}
+
+impl Disk {
+    /// Steps 1 to 3 of a `Ready` (persist, send what waited for it, apply);
+    /// hands back the committed entries with their apply results.
+    fn persist_and_apply(
+        &mut self,
+        hard_state: Option<HardState>,
+        entries: &[Entry],
+        must_sync: bool,
+        late: Vec<Message>,
+        transport: &Transport,
+        committed: Vec<Entry>,
+    ) -> Result<(Vec<Entry>, Vec<ApplyResult>)> {
+        match hard_state {
+            // Only the commit index moved: no fsync for that.
+            Some(hard_state) if !must_sync => self
+                .log
+                .store_commit(hard_state)
+                .context("storing the commit index")?,
+            hard_state if must_sync => self
+                .log
+                .append(hard_state, entries)
+                .context("persisting the raft log")?,
+            _ => {}
+        }
+        for message in late {
+            transport.send(message);
+        }
+        let results = if committed.is_empty() {
+            Vec::new()
+        } else {
+            self.kv
+                .apply(&committed)
+                .context("applying committed entries")?
+        };
+        Ok((committed, results))
+    }
+}
+
+struct Driver {
+    raw: RawNode,
+    /// `None` only while a trip to the disk is under way.
+    disk: Option<Disk>,
     snapshots: Snapshots,
     transport: Transport,
     snapshot_clients: SnapshotClients,
@@ -191,7 +237,7 @@ impl Driver {
             }
             while self.raw.has_ready() {
                 let ready = self.raw.ready();
-                self.handle_ready(ready)?;
+                self.handle_ready(ready).await?;
             }
             if let Some((staged, reply)) = self.staged.take() {
                 // The core did not need it: its log already covers it.
@@ -212,7 +258,7 @@ impl Driver {
         self.ticks += 1;
         if self.ticks.is_multiple_of(HOUSEKEEPING_TICKS) {
             self.waiters.prune_abandoned();
-            match self.kv.data_size_bytes() {
+            match self.kv().data_size_bytes() {
                 Ok(size) => self.data_size_bytes = size,
                 Err(e) => warn!("cannot read the data size: {e}"),
             }
@@ -301,8 +347,40 @@ impl Driver {
         }
     }
 
+    /// The stores, between trips to the disk.
+    fn disk(&self) -> &Disk {
+        self.disk
+            .as_ref()
+            .expect("driver invariant: the stores are home between disk trips")
+    }
+
+    fn kv(&self) -> &KvStore {
+        &self.disk().kv
+    }
+
+    /// Runs `work` on the stores in the blocking pool and waits for it.
+    /// The loop is the only user of the stores and waits here, so nothing
+    /// else needs them meanwhile.
+    async fn on_disk<R: Send + 'static>(
+        &mut self,
+        work: impl FnOnce(&mut Disk) -> R + Send + 'static,
+    ) -> R {
+        let mut disk = self
+            .disk
+            .take()
+            .expect("driver invariant: one disk trip at a time");
+        let (disk, out) = tokio::task::spawn_blocking(move || {
+            let out = work(&mut disk);
+            (disk, out)
+        })
+        .await
+        .unwrap_or_else(|e| panic!("driver invariant: a disk trip panicked: {e}"));
+        self.disk = Some(disk);
+        out
+    }
+
     /// Carries out one `Ready`, in the order the core's contract demands.
-    fn handle_ready(&mut self, ready: Ready) -> Result<()> {
+    async fn handle_ready(&mut self, ready: Ready) -> Result<()> {
         if let Some(soft) = ready.soft_state {
             self.on_soft_state(soft);
         }
@@ -329,7 +407,8 @@ impl Driver {
                 )
             });
             let stats = staged.stats();
-            block_in_place(|| install_snapshot(&mut self.log, &mut self.kv, staged, hard_state))
+            self.on_disk(move |d| install_snapshot(&mut d.log, &mut d.kv, staged, hard_state))
+                .await
                 .context("installing a snapshot")?;
             info!(
                 index = header.index,
@@ -344,25 +423,63 @@ impl Driver {
         }
         // A leader's appends and heartbeats go out while its own disk
         // write runs (the core allows it); everything else promises what
-        // is on disk, so it waits.
-        let (early, late): (Vec<Message>, Vec<Message>) = ready
+        // is on disk, so it waits. Snapshots get their own transfer.
+        let (early, mut late): (Vec<Message>, Vec<Message>) = ready
             .messages
             .into_iter()
             .partition(Message::may_send_before_persist);
         self.send(early);
-        if ready.hard_state.is_some() || !ready.entries.is_empty() {
-            block_in_place(|| self.log.append(ready.hard_state, &ready.entries))
-                .context("persisting the raft log")?;
+        let snapshots: Vec<Message> = late
+            .extract_if(.., |m| {
+                matches!(m.body, MessageBody::InstallSnapshot { .. })
+            })
+            .collect();
+        let Ready {
+            hard_state,
+            entries,
+            must_sync,
+            committed_entries,
+            ..
+        } = ready;
+        let (committed_entries, results) =
+            if hard_state.is_none() && entries.is_empty() && committed_entries.is_empty() {
+                self.send(late);
+                (committed_entries, Vec::new())
+            } else {
+                // Persist, send what waited for it (the transport's queues take
+                // messages from any thread), apply. Only an fsync is worth a
+                // trip to the blocking pool; unsynced writes are quicker than
+                // the two thread wake-ups a trip costs.
+                let transport = self.transport.clone();
+                let work = move |d: &mut Disk| {
+                    d.persist_and_apply(
+                        hard_state,
+                        &entries,
+                        must_sync,
+                        late,
+                        &transport,
+                        committed_entries,
+                    )
+                };
+                if must_sync {
+                    self.on_disk(work).await?
+                } else {
+                    let disk = self
+                        .disk
+                        .as_mut()
+                        .expect("driver invariant: the stores are home between disk trips");
+                    work(disk)?
+                }
+            };
+        for message in snapshots {
+            self.start_snapshot(message);
         }
-        self.send(late);
-        if let Some(first) = ready.committed_entries.first().map(|e| e.index) {
-            let results = block_in_place(|| self.kv.apply(&ready.committed_entries))
-                .context("applying committed entries")?;
+        if let Some(first) = committed_entries.first().map(|e| e.index) {
             for result in results {
                 let Some(write) = self.waiters.take_write(result.index) else {
                     continue;
                 };
-                let term = ready.committed_entries[(result.index - first) as usize].term;
+                let term = committed_entries[(result.index - first) as usize].term;
                 let answer = if write.term == term {
                     Ok(WriteOutcome {
                         index: result.index,
@@ -382,11 +499,11 @@ impl Driver {
         for failure in ready.read_failures {
             self.waiters.fail_read(failure.ctx, NodeError::ReadFailed);
         }
-        for read in self.waiters.take_servable_reads(self.kv.applied_index()) {
+        for read in self.waiters.take_servable_reads(self.kv().applied_index()) {
             self.answer_read(read.request, read.reply);
         }
         self.raw.advance();
-        self.maybe_compact()?;
+        self.maybe_compact().await?;
         self.publish_status();
         Ok(())
     }
@@ -396,10 +513,10 @@ impl Driver {
     /// machine on disk is the snapshot: it is written to the same WAL as
     /// the log, before the purge, and the purge is a synced write, so the
     /// state covering the purged entries is durable before they are gone.
-    fn maybe_compact(&mut self) -> Result<()> {
-        let (purged, _) = self.log.purged();
+    async fn maybe_compact(&mut self) -> Result<()> {
+        let (purged, _) = self.disk().log.purged();
         let target = self
-            .kv
+            .kv()
             .applied_index()
             .saturating_sub(self.settings.snapshot.tail_entries);
         if target <= purged || target - purged < self.settings.snapshot.entries_max {
@@ -409,7 +526,9 @@ impl Driver {
             debug!("not compacting yet: {e}");
             return Ok(());
         }
-        block_in_place(|| self.log.purge(target)).context("purging the raft log")?;
+        self.on_disk(move |d| d.log.purge(target))
+            .await
+            .context("purging the raft log")?;
         info!(index = target, "compacted the log up to index {target}");
         Ok(())
     }
@@ -460,7 +579,7 @@ impl Driver {
     }
 
     fn answer_read(&self, request: RangeRequest, reply: ReadReply) {
-        let outcome = self.kv.range(&request).map(|response| ReadOutcome {
+        let outcome = self.kv().range(&request).map(|response| ReadOutcome {
             response,
             term: self.raw.term(),
         });
@@ -483,7 +602,8 @@ impl Driver {
 
     /// Runs after every `Ready`; watchers wake only on a change.
     fn publish_status(&self) {
-        let status = node_status(&self.raw, &self.log, &self.kv, self.data_size_bytes);
+        let disk = self.disk();
+        let status = node_status(&self.raw, &disk.log, &disk.kv, self.data_size_bytes);
         self.status_tx.send_if_modified(|old| {
             let changed = *old != status;
             if changed {

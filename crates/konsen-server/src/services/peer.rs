@@ -19,7 +19,6 @@ use konsen_rpc::peer::{
 };
 use konsen_storage::{Command, StorageError};
 use tokio::sync::watch;
-use tokio::task::block_in_place;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, warn};
 
@@ -164,9 +163,11 @@ impl RaftPeer for PeerService {
                 first.seq
             )));
         }
-        let snapshots = &self.shared.snapshots;
-        let mut receiving =
-            block_in_place(|| snapshots.receive(first.header)).map_err(snapshot_status)?;
+        let snapshots = self.shared.snapshots.clone();
+        let header = first.header;
+        let mut receiving = blocking(move || snapshots.receive(header))
+            .await?
+            .map_err(snapshot_status)?;
         let started = Instant::now();
         let mut last_report = started;
         info!(
@@ -179,7 +180,14 @@ impl RaftPeer for PeerService {
         let mut shutdown = self.shutdown.clone();
         let mut next = first.clone();
         while !next.last {
-            block_in_place(|| receiving.add_chunk(&next.data)).map_err(snapshot_status)?;
+            let data = next.data.clone();
+            let (back, added) = blocking(move || {
+                let added = receiving.add_chunk(&data);
+                (receiving, added)
+            })
+            .await?;
+            receiving = back;
+            added.map_err(snapshot_status)?;
             if last_report.elapsed() >= PROGRESS_EVERY {
                 last_report = Instant::now();
                 info!(
@@ -267,4 +275,13 @@ impl RaftPeer for PeerService {
         })?;
         Ok(Response::new(write_outcome_to_wire(outcome)))
     }
+}
+
+/// Runs disk work on the blocking pool, off the runtime's thread.
+async fn blocking<R: Send + 'static>(
+    work: impl FnOnce() -> R + Send + 'static,
+) -> Result<R, Status> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Status::internal(format!("snapshot disk task failed: {e}")))
 }
