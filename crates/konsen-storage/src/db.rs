@@ -6,8 +6,8 @@
 use std::path::{Path, PathBuf};
 
 use rocksdb::{
-    ColumnFamily, ColumnFamilyDescriptor, DB, DBRawIterator, DBRecoveryMode, ErrorKind, Options,
-    ReadOptions, WriteBatch, WriteOptions,
+    BlockBasedOptions, ColumnFamily, ColumnFamilyDescriptor, DB, DBRawIterator, DBRecoveryMode,
+    ErrorKind, Options, ReadOptions, WriteBatch, WriteOptions,
 };
 
 use crate::codec::{decode_kv_cf, decode_kv_state};
@@ -33,6 +33,28 @@ pub(crate) const META_HARD_STATE: &[u8] = b"hard_state";
 pub(crate) const META_PURGED: &[u8] = b"purged";
 pub(crate) const META_KV_STATE: &[u8] = b"kv_state";
 pub(crate) const META_KV_CF: &[u8] = b"kv_cf";
+
+/// Bloom filter bits per key in the key-value column families' tables:
+/// a point read (a single-key range, an apply's look-up of the previous
+/// record) skips the table files that cannot hold its key.
+const KV_BLOOM_BITS_PER_KEY: f64 = 10.0;
+
+/// The smallest memtable accepted for the key-value column families.
+const KV_MEMTABLE_BYTES_MIN: usize = 64 * 1024;
+
+fn cf_options(name: &str, kv_memtable_bytes: usize) -> Options {
+    let mut options = Options::default();
+    match name {
+        CF_KV | CF_KV_ALT => {
+            options.set_write_buffer_size(kv_memtable_bytes.max(KV_MEMTABLE_BYTES_MIN));
+            let mut table = BlockBasedOptions::default();
+            table.set_bloom_filter(KV_BLOOM_BITS_PER_KEY, false);
+            options.set_block_based_table_factory(&table);
+        }
+        _ => {}
+    }
+    options
+}
 
 /// Where the state machine stands; see [`Db::kv_position`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,7 +90,11 @@ impl Db {
     /// directory was new or empty). Every column family must already exist
     /// in an existing database: a missing one means this is not a konsen
     /// data dir, or a damaged one, and is refused rather than recreated.
-    pub(crate) fn open(path: &Path, fresh: bool) -> Result<Db, StorageError> {
+    pub(crate) fn open(
+        path: &Path,
+        fresh: bool,
+        kv_memtable_bytes: usize,
+    ) -> Result<Db, StorageError> {
         let mut options = Options::default();
         options.create_if_missing(fresh);
         options.create_missing_column_families(fresh);
@@ -81,7 +107,8 @@ impl Db {
         options.set_wal_recovery_mode(DBRecoveryMode::PointInTime);
         options.set_keep_log_file_num(INFO_LOG_FILES_MAX);
         options.set_max_total_wal_size(WAL_BYTES_MAX);
-        let cfs = CFS.map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+        let cfs =
+            CFS.map(|name| ColumnFamilyDescriptor::new(name, cf_options(name, kv_memtable_bytes)));
         let rocks = DB::open_cf_descriptors(&options, path, cfs).map_err(|source| {
             if source.kind() == ErrorKind::Corruption {
                 StorageError::Corruption {

@@ -84,7 +84,7 @@ pub use kv::{
     ApplyOutcome, ApplyResult, DeleteRangeResult, KeyValue, KvStore, PutResult, REVISION_INITIAL,
 };
 pub use log::LogStore;
-pub use options::{REQUEST_BYTES_MAX_DEFAULT, StorageOptions};
+pub use options::{KV_MEMTABLE_BYTES_DEFAULT, REQUEST_BYTES_MAX_DEFAULT, StorageOptions};
 pub use range::{KvReader, RangeRequest, RangeResponse};
 pub use snapshot::{
     Receiving, SnapshotHeader, SnapshotStats, Snapshots, StagedSnapshot, install_snapshot,

@@ -107,11 +107,10 @@ fn range_in(
         .ok()
         .filter(|&l| l > 0)
         .unwrap_or(usize::MAX);
-    let range = KeyRange::new(request.key.clone(), request.range_end.clone());
     let mut kvs = Vec::new();
     let mut count: i64 = 0;
     let mut bad = None;
-    scan_raw_in(db, view, cf, &range, |key, value| {
+    let mut visit = |key: &[u8], value: &[u8]| {
         count += 1;
         if !request.count_only && kvs.len() < limit {
             match decode_kv(key, value, request.keys_only) {
@@ -123,7 +122,17 @@ fn range_in(
             }
         }
         true
-    })?;
+    };
+    if request.range_end.is_empty() {
+        // One key: a point lookup, which bloom filters can answer without
+        // touching most table files (an iterator visits every level).
+        if let Some(value) = db.get_in(view, cf, &request.key)? {
+            visit(&request.key, &value);
+        }
+    } else {
+        let range = KeyRange::new(request.key.clone(), request.range_end.clone());
+        scan_raw_in(db, view, cf, &range, visit)?;
+    }
     if let Some((key, e)) = bad {
         return Err(db.undecodable(format_args!("record of key {key:?}"), e));
     }
