@@ -25,8 +25,8 @@ use konsen_core::{
 use konsen_rpc::convert::{WriteOutcome, WriteResult};
 use konsen_rpc::peer::raft_peer_client::RaftPeerClient;
 use konsen_storage::{
-    ApplyResult, KvStore, LogStore, RangeRequest, RocksStore, Snapshots, StagedSnapshot,
-    install_snapshot,
+    ApplyResult, KvStore, LogStore, RangeRequest, RangeResponse, RocksStore, Snapshots,
+    StagedSnapshot, StorageError, install_snapshot,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -45,6 +45,10 @@ const DRAIN_MAX: usize = 1024;
 /// Peer messages waiting for the node loop; a full queue slows the peers'
 /// streams down.
 const PEER_INBOUND_MAX: usize = 4096;
+/// Committed entries applied on the runtime's thread when nothing needs an
+/// fsync, in bytes; more go to the blocking pool, so that a large apply
+/// does not hold up the network (and the node's heartbeats).
+const INLINE_APPLY_BYTES_MAX: usize = 256 * 1024;
 /// Ticks between refreshes of the data size and pruning of abandoned
 /// waiters.
 const HOUSEKEEPING_TICKS: u64 = 10;
@@ -447,9 +451,12 @@ impl Driver {
                 (committed_entries, Vec::new())
             } else {
                 // Persist, send what waited for it (the transport's queues take
-                // messages from any thread), apply. Only an fsync is worth a
-                // trip to the blocking pool; unsynced writes are quicker than
-                // the two thread wake-ups a trip costs.
+                // messages from any thread), apply. Only an fsync or a large
+                // apply is worth a trip to the blocking pool; small unsynced
+                // writes are quicker than the two thread wake-ups a trip
+                // costs.
+                let apply_bytes: usize = committed_entries.iter().map(Entry::size_bytes).sum();
+                let trip = must_sync || apply_bytes > INLINE_APPLY_BYTES_MAX;
                 let transport = self.transport.clone();
                 let work = move |d: &mut Disk| {
                     d.persist_and_apply(
@@ -461,7 +468,7 @@ impl Driver {
                         committed_entries,
                     )
                 };
-                if must_sync {
+                if trip {
                     self.on_disk(work).await?
                 } else {
                     let disk = self
@@ -578,12 +585,21 @@ impl Driver {
         });
     }
 
+    /// Serves a read whose index is applied: a single key right here, a
+    /// range on the blocking pool, from the latest applied state (at or
+    /// past the read's index), so that a long one does not stall the loop.
     fn answer_read(&self, request: RangeRequest, reply: ReadReply) {
-        let outcome = self.kv().range(&request).map(|response| ReadOutcome {
-            response,
-            term: self.raw.term(),
-        });
-        let _ = reply.send(outcome.map_err(NodeError::from));
+        let term = self.raw.term();
+        let answer = move |read: Result<RangeResponse, StorageError>| {
+            let outcome = read.map(|response| ReadOutcome { response, term });
+            let _ = reply.send(outcome.map_err(NodeError::from));
+        };
+        if request.range_end.is_empty() {
+            answer(self.kv().range(&request));
+        } else {
+            let reader = self.kv().reader();
+            tokio::task::spawn_blocking(move || answer(reader.range(&request)));
+        }
     }
 
     fn on_soft_state(&mut self, soft: SoftState) {

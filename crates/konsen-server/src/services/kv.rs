@@ -51,7 +51,7 @@ impl Kv for KvService {
         let outcome = if linearizable {
             self.shared.read_linearizable(read).await?
         } else {
-            self.shared.read_local(&read)?
+            self.shared.read_local(read).await?
         };
         let mut response = outcome.response;
         if !extras.is_trivial() {

@@ -102,13 +102,21 @@ impl Shared {
             .map_err(|_| timed_out())?
     }
 
-    /// Reads this node's applied state (serializable), right here: no hop
-    /// through the node loop and back.
-    pub fn read_local(&self, request: &RangeRequest) -> Result<ReadOutcome, Status> {
+    /// Reads this node's applied state (serializable), with no hop through
+    /// the node loop: a single key right here, a range on the blocking
+    /// pool (a long one must not hold up the runtime's thread, which also
+    /// carries the node's heartbeats).
+    pub async fn read_local(&self, request: RangeRequest) -> Result<ReadOutcome, Status> {
         let term = self.node.status().term;
-        self.reader
-            .range(request)
-            .map(|response| ReadOutcome { response, term })
+        let read = if request.range_end.is_empty() {
+            self.reader.range(&request)
+        } else {
+            let reader = self.reader.clone();
+            tokio::task::spawn_blocking(move || reader.range(&request))
+                .await
+                .map_err(|e| Status::internal(format!("range read task failed: {e}")))?
+        };
+        read.map(|response| ReadOutcome { response, term })
             .map_err(|e| node_status(&e.into()))
     }
 
