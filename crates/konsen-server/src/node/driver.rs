@@ -451,12 +451,14 @@ impl Driver {
                 (committed_entries, Vec::new())
             } else {
                 // Persist, send what waited for it (the transport's queues take
-                // messages from any thread), apply. Only an fsync or a large
-                // apply is worth a trip to the blocking pool; small unsynced
-                // writes are quicker than the two thread wake-ups a trip
-                // costs.
+                // messages from any thread), apply. A trip to the blocking
+                // pool costs two thread wake-ups; it is worth them for a
+                // leader's fsync (its appends leave while it runs) and for a
+                // large apply. A follower has nothing to send before its
+                // fsync ends, so it syncs right here.
                 let apply_bytes: usize = committed_entries.iter().map(Entry::size_bytes).sum();
-                let trip = must_sync || apply_bytes > INLINE_APPLY_BYTES_MAX;
+                let trip = (must_sync && self.raw.role() == Role::Leader)
+                    || apply_bytes > INLINE_APPLY_BYTES_MAX;
                 let transport = self.transport.clone();
                 let work = move |d: &mut Disk| {
                     d.persist_and_apply(
