@@ -25,9 +25,10 @@ use tracing::{error, info, warn};
 fn main() -> ExitCode {
     let args = Args::parse();
     logging::init(args.log_format);
-    // One thread runs the network and the node loop; disk work goes to the
-    // blocking pool. On a few cores shared by several processes this wakes
-    // threads least (ARCHITECTURE.md, "Where the time goes").
+    // One thread runs the network and the node loop, fsyncs included; only
+    // long disk work goes to the blocking pool (node/driver.rs). On a few
+    // cores shared by several processes this wakes threads least
+    // (ARCHITECTURE.md, "Where the time goes").
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

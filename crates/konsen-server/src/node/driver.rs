@@ -6,11 +6,17 @@
 //! falls out of the draining. It then handles `Ready`s in the order the core
 //! demands (persist, send, apply, serve reads, advance) until none is left.
 //!
-//! Disk work (the synced log append, applying entries, compaction) runs on
-//! the runtime's blocking pool, one trip per `Ready` ([`Driver::on_disk`]):
-//! the loop waits for it, but the runtime's thread keeps serving the
-//! network meanwhile, so a leader's appends leave while its own fsync runs.
-//! The loop owns the stores; a trip takes them along and brings them back.
+//! The server runs everything on one runtime thread (`main.rs`), and the
+//! loop does its disk work right there: the fsync of a `Ready`'s log
+//! append and applying small batches. Handing that work to another thread
+//! and back costs two thread wake-ups per `Ready`, which on a few shared
+//! cores cost more than the work ("Where the time goes" in
+//! ARCHITECTURE.md). A leader first yields once, so that the appends it
+//! queued for its followers are on the wire while its own fsync runs.
+//! Long work (a large apply, installing a snapshot, purging the log) goes
+//! to the blocking pool instead ([`Driver::on_disk`]), so that heartbeats
+//! and clients are not held up; the loop owns the stores, and a trip takes
+//! them along and brings them back.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -45,9 +51,9 @@ const DRAIN_MAX: usize = 1024;
 /// Peer messages waiting for the node loop; a full queue slows the peers'
 /// streams down.
 const PEER_INBOUND_MAX: usize = 4096;
-/// Committed entries applied on the runtime's thread when nothing needs an
-/// fsync, in bytes; more go to the blocking pool, so that a large apply
-/// does not hold up the network (and the node's heartbeats).
+/// Committed entries applied on the runtime's thread, in bytes; more go to
+/// the blocking pool with the rest of the `Ready`'s disk work, so that a
+/// large apply does not hold up the network (and the node's heartbeats).
 const INLINE_APPLY_BYTES_MAX: usize = 256 * 1024;
 /// Ticks between refreshes of the data size and pruning of abandoned
 /// waiters.
@@ -432,6 +438,7 @@ impl Driver {
             .messages
             .into_iter()
             .partition(Message::may_send_before_persist);
+        let sent_early = !early.is_empty();
         self.send(early);
         let snapshots: Vec<Message> = late
             .extract_if(.., |m| {
@@ -451,14 +458,14 @@ impl Driver {
                 (committed_entries, Vec::new())
             } else {
                 // Persist, send what waited for it (the transport's queues take
-                // messages from any thread), apply. A trip to the blocking
-                // pool costs two thread wake-ups; it is worth them for a
-                // leader's fsync (its appends leave while it runs) and for a
-                // large apply. A follower has nothing to send before its
-                // fsync ends, so it syncs right here.
+                // messages from any thread), apply.
+                if must_sync && sent_early {
+                    // Let the peer streams put the appends on the wire
+                    // before this thread blocks in the fsync: a yield runs
+                    // every task that is ready.
+                    tokio::task::yield_now().await;
+                }
                 let apply_bytes: usize = committed_entries.iter().map(Entry::size_bytes).sum();
-                let trip = (must_sync && self.raw.role() == Role::Leader)
-                    || apply_bytes > INLINE_APPLY_BYTES_MAX;
                 let transport = self.transport.clone();
                 let work = move |d: &mut Disk| {
                     d.persist_and_apply(
@@ -470,7 +477,7 @@ impl Driver {
                         committed_entries,
                     )
                 };
-                if trip {
+                if apply_bytes > INLINE_APPLY_BYTES_MAX {
                     self.on_disk(work).await?
                 } else {
                     let disk = self
