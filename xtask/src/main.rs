@@ -107,6 +107,10 @@ enum Bench {
         /// Seconds per row.
         #[arg(long, default_value_t = 10)]
         duration: u64,
+        /// Run both clusters this many times, alternating, and report
+        /// medians (one run on a small shared machine swings 10-25 %).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=20))]
+        rounds: u64,
         /// Take konsen-server and konsen-bench from DIR instead of building.
         #[arg(long, value_name = "DIR")]
         bin_dir: Option<PathBuf>,
@@ -145,9 +149,15 @@ fn main() -> Result<()> {
             which: Bench::Core { secs, batch },
         } => bench::core(secs, batch),
         Cmd::Bench {
-            which: Bench::VsEtcd { duration, bin_dir },
+            which:
+                Bench::VsEtcd {
+                    duration,
+                    rounds,
+                    bin_dir,
+                },
         } => vs_etcd::run(&vs_etcd::Options {
             duration_secs: duration,
+            rounds: rounds as usize,
             bin_dir,
         }),
     }

@@ -4,6 +4,11 @@
 //! table with the ratio konsen/etcd for every row, and the servers' memory
 //! after the 1000-client row.
 //!
+//! On a small shared machine one run swings by 10-25 % per row. With
+//! `--rounds N` the pair of clusters runs N times, alternating (fresh
+//! clusters each round); the table shows medians, and the ratio column is
+//! the median of the per-round ratios, with their range beside it.
+//!
 //! etcd is Debian's `etcd-server` package (installed with apt-get when
 //! missing); the load generator is `konsen-bench`, which speaks the etcd v3
 //! API to both.
@@ -27,6 +32,8 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 
 pub struct Options {
     pub duration_secs: u64,
+    /// Times the pair of clusters runs, alternating (at least 1).
+    pub rounds: usize,
     pub bin_dir: Option<PathBuf>,
 }
 
@@ -81,6 +88,9 @@ struct Measured {
     p99_ms: f64,
     errors: u64,
 }
+
+/// One round's rows: (etcd, konsen).
+type Round = (Vec<Measured>, Vec<Measured>);
 
 /// Processes that are stopped (SIGTERM, then SIGKILL) when dropped.
 struct Cluster {
@@ -143,44 +153,78 @@ pub fn run(options: &Options) -> Result<()> {
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     println!("[vs-etcd] working in {}", dir.display());
 
-    let (etcd_rows, etcd_rss) = {
-        let cluster = start_etcd(&etcd, &dir.join("etcd"))?;
-        measure(&bench, &cluster, options.duration_secs)?
-    };
-    let (konsen_rows, konsen_rss) = {
-        let cluster = start_konsen(&binaries.server, &dir.join("konsen"))?;
-        measure(&bench, &cluster, options.duration_secs)?
-    };
+    let rounds = options.rounds.max(1);
+    // Memory is reported from the last round.
+    let mut results: Vec<Round> = Vec::with_capacity(rounds);
+    let (mut etcd_rss, mut konsen_rss) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        if rounds > 1 {
+            println!("[vs-etcd] round {} of {rounds}", round + 1);
+        }
+        let round_dir = dir.join(format!("round-{}", round + 1));
+        let (etcd_rows, rss) = {
+            let cluster = start_etcd(&etcd, &round_dir.join("etcd"))?;
+            measure(&bench, &cluster, options.duration_secs)?
+        };
+        etcd_rss = rss;
+        let (konsen_rows, rss) = {
+            let cluster = start_konsen(&binaries.server, &round_dir.join("konsen"))?;
+            measure(&bench, &cluster, options.duration_secs)?
+        };
+        konsen_rss = rss;
+        results.push((etcd_rows, konsen_rows));
+    }
 
     println!();
     println!(
-        "8-byte keys, 256-byte values, {} s per row, fsync on, 3 nodes on 127.0.0.1",
-        options.duration_secs
+        "8-byte keys, 256-byte values, {} s per row, fsync on, 3 nodes on 127.0.0.1, {rounds} round(s){}",
+        options.duration_secs,
+        if rounds > 1 { " (medians)" } else { "" }
     );
     println!(
-        "| {:<33} | {:>11} | {:>11} | {:>7} | {:>13} | {:>13} | {:>7} |",
-        "row", "etcd req/s", "konsen req/s", "ratio", "etcd p50/p99", "konsen p50/p99", "p50 ×"
+        "| {:<33} | {:>11} | {:>11} | {:>7} | {:>11} | {:>13} | {:>13} | {:>7} |",
+        "row",
+        "etcd req/s",
+        "konsen req/s",
+        "ratio",
+        "ratio range",
+        "etcd p50/p99",
+        "konsen p50/p99",
+        "p50 ×"
     );
     println!(
         "|{}|",
-        ["-"; 7]
+        ["-"; 8]
             .iter()
             .map(|_| "-----------")
             .collect::<Vec<_>>()
             .join("|")
     );
-    for ((row, e), k) in ROWS.iter().zip(&etcd_rows).zip(&konsen_rows) {
+    for (i, row) in ROWS.iter().enumerate() {
+        let pick = |f: &dyn Fn(&Round) -> f64| {
+            median(results.iter().map(f).collect())
+        };
+        let ratios: Vec<f64> = results
+            .iter()
+            .map(|(e, k)| k[i].rps / e[i].rps.max(f64::MIN_POSITIVE))
+            .collect();
+        let (lo, hi) = ratios
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(lo, hi), r| (lo.min(*r), hi.max(*r)));
+        let (e_p50, k_p50) = (pick(&|(e, _)| e[i].p50_ms), pick(&|(_, k)| k[i].p50_ms));
         println!(
-            "| {:<33} | {:>11.0} | {:>11.0} | {:>6.2}× | {:>5.2}/{:<6.2}ms | {:>5.2}/{:<6.2}ms | {:>6.2}× |",
+            "| {:<33} | {:>11.0} | {:>11.0} | {:>6.2}× | {:>4.2}–{:<4.2}× | {:>5.2}/{:<6.2}ms | {:>5.2}/{:<6.2}ms | {:>6.2}× |",
             row.name,
-            e.rps,
-            k.rps,
-            k.rps / e.rps.max(f64::MIN_POSITIVE),
-            e.p50_ms,
-            e.p99_ms,
-            k.p50_ms,
-            k.p99_ms,
-            k.p50_ms / e.p50_ms.max(f64::MIN_POSITIVE),
+            pick(&|(e, _)| e[i].rps),
+            pick(&|(_, k)| k[i].rps),
+            median(ratios),
+            lo,
+            hi,
+            e_p50,
+            pick(&|(e, _)| e[i].p99_ms),
+            k_p50,
+            pick(&|(_, k)| k[i].p99_ms),
+            k_p50 / e_p50.max(f64::MIN_POSITIVE),
         );
     }
     let fmt = |v: &[f64]| {
@@ -190,11 +234,15 @@ pub fn run(options: &Options) -> Result<()> {
             .join(", ")
     };
     println!(
-        "server RSS after the 1000-client row (MiB per node): etcd {}; konsen {}",
+        "server RSS after the 1000-client row of the last round (MiB per node): etcd {}; konsen {}",
         fmt(&etcd_rss),
         fmt(&konsen_rss)
     );
-    let errors: u64 = etcd_rows.iter().chain(&konsen_rows).map(|m| m.errors).sum();
+    let errors: u64 = results
+        .iter()
+        .flat_map(|(e, k)| e.iter().chain(k))
+        .map(|m| m.errors)
+        .sum();
     if errors > 0 {
         println!(
             "note: {errors} requests failed in all; see the rows' logs in {}",
@@ -202,6 +250,18 @@ pub fn run(options: &Options) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The middle value (the mean of the two middle ones for an even count).
+fn median(mut values: Vec<f64>) -> f64 {
+    assert!(!values.is_empty(), "median of no values");
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
 }
 
 /// The etcd binary, installed from Debian's `etcd-server` if missing.
@@ -405,5 +465,12 @@ mod tests {
         let m = parse(json).expect("parses");
         assert_eq!((m.rps, m.p50_ms, m.p99_ms, m.errors), (1234.5, 1.5, 9.0, 2));
         assert!(parse(br#"{"errors": 0}"#).is_err());
+    }
+
+    #[test]
+    fn median_takes_the_middle() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median(vec![7.0]), 7.0);
     }
 }

@@ -121,7 +121,10 @@ struct ClientResult {
     first_error: Option<String>,
 }
 
-#[tokio::main]
+// One thread: the generator shares the machine with the servers it
+// measures, and a multi-threaded runtime spent ~15 % more CPU per request
+// (wake-ups between its workers), CPU the servers then lacked.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
     let args = Args::parse();
     if args.clients == 0 || args.clients > CLIENTS_MAX {
