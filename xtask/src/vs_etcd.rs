@@ -201,9 +201,7 @@ pub fn run(options: &Options) -> Result<()> {
             .join("|")
     );
     for (i, row) in ROWS.iter().enumerate() {
-        let pick = |f: &dyn Fn(&Round) -> f64| {
-            median(results.iter().map(f).collect())
-        };
+        let pick = |f: &dyn Fn(&Round) -> f64| median(results.iter().map(f).collect());
         let ratios: Vec<f64> = results
             .iter()
             .map(|(e, k)| k[i].rps / e[i].rps.max(f64::MIN_POSITIVE))

@@ -25,6 +25,7 @@ use crate::codec::{decode_kv, encode_kv, encode_kv_state};
 use crate::command::Command;
 use crate::db::{CF_META, Db, KvPosition, META_KV_STATE};
 use crate::error::{RequestError, StorageError};
+use crate::index::{KeyIndex, KeyMeta};
 use crate::range::KeyRange;
 
 /// The revision of a store to which nothing was written yet (etcd's too).
@@ -96,6 +97,8 @@ pub struct KvStore {
     pub(crate) revision: i64,
     /// Set while a snapshot is being received (one at a time).
     pub(crate) receiving: Arc<std::sync::atomic::AtomicBool>,
+    /// What puts need of the live keys' records, in memory.
+    pub(crate) index: KeyIndex,
 }
 
 impl KvStore {
@@ -108,12 +111,14 @@ impl KvStore {
         if revision < REVISION_INITIAL {
             return Err(db.corruption(format!("the recorded revision {revision} is below 1")));
         }
+        let index = KeyIndex::load(&db, cf)?;
         Ok(KvStore {
             db,
             cf,
             applied,
             revision,
             receiving: Arc::default(),
+            index,
         })
     }
 
@@ -146,7 +151,7 @@ impl KvStore {
     /// An `Err` means the store could not read or write (or the entries
     /// skip an index); nothing of the batch was applied.
     pub fn apply(&mut self, entries: &[Entry]) -> Result<Vec<ApplyResult>, StorageError> {
-        let mut pending = Pending::new(&self.db, self.cf, self.revision);
+        let mut pending = Pending::new(&self.db, self.cf, &self.index, self.revision);
         let mut applied = self.applied;
         let mut results = Vec::with_capacity(entries.len());
         for entry in entries {
@@ -177,13 +182,15 @@ impl KvStore {
             return Ok(results);
         }
         let revision = pending.revision;
-        let mut batch = pending.into_batch();
+        let mut batch = pending.batch();
         batch.put_cf(
             self.db.cf(CF_META),
             META_KV_STATE,
             encode_kv_state(applied, revision),
         );
         self.db.write(batch, false)?;
+        let written = pending.written;
+        self.index.update(&written);
         self.applied = applied;
         self.revision = revision;
         Ok(results)
@@ -210,16 +217,18 @@ fn get_stored(db: &Db, cf: &str, key: &[u8]) -> Result<Option<KeyValue>, Storage
 struct Pending<'a> {
     db: &'a Db,
     cf: &'static str,
+    index: &'a KeyIndex,
     revision: i64,
     /// Key → its new state (`None`: deleted) for every key written.
     written: BTreeMap<Vec<u8>, Option<KeyValue>>,
 }
 
 impl<'a> Pending<'a> {
-    fn new(db: &'a Db, cf: &'static str, revision: i64) -> Self {
+    fn new(db: &'a Db, cf: &'static str, index: &'a KeyIndex, revision: i64) -> Self {
         Pending {
             db,
             cf,
+            index,
             revision,
             written: BTreeMap::new(),
         }
@@ -229,6 +238,14 @@ impl<'a> Pending<'a> {
         match self.written.get(key) {
             Some(state) => Ok(state.clone()),
             None => get_stored(self.db, self.cf, key),
+        }
+    }
+
+    /// [`Pending::get`] without the value, from memory.
+    fn meta(&self, key: &[u8]) -> Option<KeyMeta> {
+        match self.written.get(key) {
+            Some(state) => state.as_ref().map(KeyMeta::of),
+            None => self.index.get(key),
         }
     }
 
@@ -264,22 +281,32 @@ impl<'a> Pending<'a> {
                 if key.is_empty() {
                     return Ok(ApplyOutcome::Rejected(RequestError::EmptyKey));
                 }
-                let prev = self.get(&key)?;
-                let (value, lease) = match (&prev, ignore_value, ignore_lease) {
+                // The whole previous record only when its value is needed.
+                let (prev, meta) = if prev_kv || ignore_value {
+                    let prev = self.get(&key)?;
+                    let meta = prev.as_ref().map(KeyMeta::of);
+                    (prev, meta)
+                } else {
+                    (None, self.meta(&key))
+                };
+                let (value, lease) = match (meta, ignore_value, ignore_lease) {
                     (None, true, _) | (None, _, true) => {
                         return Ok(ApplyOutcome::Rejected(RequestError::KeyNotFound));
                     }
-                    (Some(p), _, _) => (
-                        if ignore_value { p.value.clone() } else { value },
-                        if ignore_lease { p.lease } else { lease },
+                    (Some(m), _, _) => (
+                        match (&prev, ignore_value) {
+                            (Some(p), true) => p.value.clone(),
+                            _ => value,
+                        },
+                        if ignore_lease { m.lease } else { lease },
                     ),
                     (None, false, false) => (value, lease),
                 };
                 self.revision += 1;
                 let kv = KeyValue {
-                    create_revision: prev.as_ref().map_or(self.revision, |p| p.create_revision),
+                    create_revision: meta.map_or(self.revision, |m| m.create_revision),
                     mod_revision: self.revision,
-                    version: prev.as_ref().map_or(1, |p| p.version + 1),
+                    version: meta.map_or(1, |m| m.version + 1),
                     key: key.clone(),
                     value,
                     lease,
@@ -314,7 +341,7 @@ impl<'a> Pending<'a> {
         }
     }
 
-    fn into_batch(self) -> WriteBatch {
+    fn batch(&self) -> WriteBatch {
         let mut batch = WriteBatch::default();
         let cf = self.db.cf(self.cf);
         for (key, state) in &self.written {

@@ -71,6 +71,7 @@ mod codec;
 mod command;
 mod db;
 mod error;
+mod index;
 mod kv;
 mod log;
 mod options;

@@ -4,15 +4,16 @@
 /// etcd's default `--max-request-bytes`: 1.5 MiB.
 pub const REQUEST_BYTES_MAX_DEFAULT: usize = 3 * 512 * 1024;
 
-/// Memtable size of the key-value column families: RocksDB's default,
-/// 64 MiB. Every write of a key adds a version to the memtable, and each
-/// apply searches it for the key's previous record, so a smaller memtable
-/// looked like a saving (the skip-list search is the largest single item
-/// of a leader's CPU profile under writes). Measured, it is not: 4, 16 and
-/// 64 MiB apply and read within 15 % of each other, in either order
-/// (`cargo bench -p konsen-storage --bench apply`), and a 3-node cluster's
-/// CPU per put did not move either.
-pub const KV_MEMTABLE_BYTES_DEFAULT: usize = 64 * 1024 * 1024;
+/// Memtable size of the key-value column families: 4 MiB. Every write of a
+/// key adds a version to the memtable, and inserting into a skip list of
+/// RocksDB's default 64 MiB (some 200,000 versions of small records) misses
+/// the CPU cache at most of its levels. Applying a put reads nothing from
+/// RocksDB (the key index in memory answers), so a small memtable costs
+/// reads little: point reads go through bloom filters. With the key index,
+/// 4 MiB took the three servers of a cluster from 57–61 to 52–54 µs of CPU
+/// per put; alone, neither change did (`cargo bench -p konsen-storage
+/// --bench apply` compares sizes for one store).
+pub const KV_MEMTABLE_BYTES_DEFAULT: usize = 4 * 1024 * 1024;
 
 /// Settings of a [`crate::RocksStore`].
 #[derive(Clone, Debug, PartialEq, Eq)]

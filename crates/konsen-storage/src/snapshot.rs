@@ -37,6 +37,7 @@ use crate::db::{
     other_kv_cf,
 };
 use crate::error::StorageError;
+use crate::index::KeyIndex;
 use crate::kv::{KvStore, REVISION_INITIAL};
 use crate::log::LogStore;
 
@@ -368,6 +369,9 @@ pub fn install_snapshot(
     kv.cf = staged.cf;
     kv.applied = index;
     kv.revision = revision;
+    // The installed state is on disk; if its key index cannot be built,
+    // the node stops and builds it again when it restarts.
+    kv.index = KeyIndex::load(db, staged.cf)?;
     // The snapshot is in; what is left is tidying. A failure here is only
     // logged: the next transfer clears this column family anyway.
     if let Err(e) = db.clear(old) {

@@ -165,15 +165,24 @@ fn an_installed_snapshot_equals_the_source_and_survives_a_restart() {
         a.kv.snapshots().hash().unwrap().0
     );
 
-    // The log goes on after the snapshot, and a restart keeps everything.
-    apply(&mut b, 4, &[Command::put("after", "snapshot")]);
+    // The log goes on after the snapshot: puts continue the installed keys'
+    // versions, and a key only B had is created anew (B's key index is the
+    // installed state's). A restart keeps everything.
+    let more = [
+        Command::put("after", "snapshot"),
+        Command::put("key-0003", "x"),
+        Command::put("only-on-b", "y"),
+    ];
+    apply(&mut a, 4, &more);
+    apply(&mut b, 4, &more);
+    assert_eq!(everything(&b), everything(&a));
     let expected = everything(&b);
     drop(b);
     let b = open(&dir_b, 2);
     assert_eq!(everything(&b), expected);
     let stored = b.log.load().unwrap();
     assert_eq!((stored.purged_index, stored.purged_term), (header.index, 3));
-    assert_eq!(stored.entries.len(), 1);
+    assert_eq!(stored.entries.len(), more.len());
     assert_eq!(stored.hard_state.term, 4);
 }
 
