@@ -35,8 +35,8 @@ pub(crate) const META_KV_STATE: &[u8] = b"kv_state";
 pub(crate) const META_KV_CF: &[u8] = b"kv_cf";
 
 /// Bloom filter bits per key in the key-value column families' tables:
-/// a point read (a single-key range, an apply's look-up of the previous
-/// record) skips the table files that cannot hold its key.
+/// a point read (a single-key range; a put that needs the key's previous
+/// value) skips the table files that cannot hold its key.
 const KV_BLOOM_BITS_PER_KEY: f64 = 10.0;
 
 /// The smallest memtable accepted for the key-value column families.
