@@ -65,15 +65,18 @@ async fn wait_for_log(cluster: &TestCluster, id: u64, line: &str) {
     }
 }
 
+/// Fast elections, and logs compacted every 200 entries (50 kept), so that
+/// a follower down for a while needs a snapshot.
+fn compacting_settings(chunk_bytes_max: usize) -> String {
+    format!(
+        "{FAST_ELECTIONS}snapshot_entries_max: 200\nsnapshot_tail_entries: 50\n\
+         snapshot_chunk_bytes_max: {chunk_bytes_max}\n"
+    )
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_follower_far_behind_catches_up_through_a_snapshot_under_writes() {
-    let mut cluster = TestCluster::start_with(
-        3,
-        &format!(
-            "{FAST_ELECTIONS}snapshot_entries_max: 200\nsnapshot_tail_entries: 50\n\
-             snapshot_chunk_bytes_max: 4096\n"
-        ),
-    );
+    let mut cluster = TestCluster::start_with(3, &compacting_settings(4096));
     let leader = cluster.wait_for_leader(&[1, 2, 3]).await;
     let follower = cluster.others(leader)[0];
     write_keys(&cluster, leader, "early", 300, 100, 8).await;
@@ -125,13 +128,7 @@ async fn a_follower_far_behind_catches_up_through_a_snapshot_under_writes() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_follower_killed_while_receiving_a_snapshot_recovers() {
-    let mut cluster = TestCluster::start_with(
-        3,
-        &format!(
-            "{FAST_ELECTIONS}snapshot_entries_max: 200\nsnapshot_tail_entries: 50\n\
-             snapshot_chunk_bytes_max: 65536\n"
-        ),
-    );
+    let mut cluster = TestCluster::start_with(3, &compacting_settings(65536));
     let leader = cluster.wait_for_leader(&[1, 2, 3]).await;
     let follower = cluster.others(leader)[0];
     cluster.kill(follower);

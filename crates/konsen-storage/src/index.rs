@@ -59,12 +59,14 @@ impl KeyIndex {
     /// deleted).
     pub(crate) fn update(&mut self, written: &BTreeMap<Vec<u8>, Option<KeyValue>>) {
         for (key, state) in written {
-            match state {
-                Some(kv) => {
+            match (state, self.keys.get_mut(key.as_slice())) {
+                // An existing key: no new allocation for it.
+                (Some(kv), Some(meta)) => *meta = KeyMeta::of(kv),
+                (Some(kv), None) => {
                     self.keys
                         .insert(key.clone().into_boxed_slice(), KeyMeta::of(kv));
                 }
-                None => {
+                (None, _) => {
                     self.keys.remove(key.as_slice());
                 }
             }

@@ -33,6 +33,8 @@ pub struct LogStore {
     purged_term: Term,
     /// The last stored index (`purged_index` when no entry is stored).
     last_index: Index,
+    /// The stored hard state, kept in memory like the log's extent.
+    hard_state: HardState,
 }
 
 impl LogStore {
@@ -63,16 +65,23 @@ impl LogStore {
             }
             _ => purged_index,
         };
+        let hard_state = match db.get(CF_META, META_HARD_STATE)? {
+            Some(bytes) => {
+                decode_hard_state(&bytes).map_err(|e| db.undecodable("hard state", e))?
+            }
+            None => HardState::default(),
+        };
         let log = LogStore {
             db,
             sync,
             purged_index,
             purged_term,
             last_index,
+            hard_state,
         };
         // Committed entries are never dropped: a commit index past the log
         // means stored entries were lost.
-        let commit = log.hard_state()?.commit;
+        let commit = hard_state.commit;
         if commit > last_index {
             return Err(log.db.corruption(format!(
                 "the hard state commits index {commit}, but the log ends at {last_index}"
@@ -116,10 +125,11 @@ impl LogStore {
         batch.put_cf(self.db.cf(CF_META), META_PURGED, encode_purged(index, term));
     }
 
-    pub(crate) fn restored_snapshot(&mut self, index: Index, term: Term) {
+    pub(crate) fn restored_snapshot(&mut self, index: Index, term: Term, hard_state: HardState) {
         self.purged_index = index;
         self.purged_term = term;
         self.last_index = index;
+        self.hard_state = hard_state;
     }
 
     /// The last index and term purged behind a snapshot (0, 0 if none).
@@ -129,15 +139,6 @@ impl LogStore {
 
     pub(crate) fn syncs(&self) -> bool {
         self.sync
-    }
-
-    fn hard_state(&self) -> Result<HardState, StorageError> {
-        match self.db.get(CF_META, META_HARD_STATE)? {
-            Some(bytes) => {
-                decode_hard_state(&bytes).map_err(|e| self.db.undecodable("hard state", e))
-            }
-            None => Ok(HardState::default()),
-        }
     }
 
     /// Reads `[lo, hi]`, checking that every index is there exactly once.
@@ -209,11 +210,14 @@ impl Storage for LogStore {
         }
         self.db.write(batch, self.sync)?;
         self.last_index = new_last;
+        if let Some(hs) = hard_state {
+            self.hard_state = hs;
+        }
         Ok(())
     }
 
     fn store_commit(&mut self, hard_state: HardState) -> Result<(), StorageError> {
-        let stored = self.hard_state()?;
+        let stored = self.hard_state;
         if (stored.term, stored.vote) != (hard_state.term, hard_state.vote) {
             return Err(StorageError::NotCommitOnly {
                 stored_term: stored.term,
@@ -230,7 +234,9 @@ impl Storage for LogStore {
             META_HARD_STATE,
             encode_hard_state(&hard_state),
         );
-        self.db.write(batch, false)
+        self.db.write(batch, false)?;
+        self.hard_state = hard_state;
+        Ok(())
     }
 
     fn load(&self) -> Result<StoredLog, StorageError> {
@@ -240,7 +246,7 @@ impl Storage for LogStore {
             Vec::new()
         };
         Ok(StoredLog {
-            hard_state: self.hard_state()?,
+            hard_state: self.hard_state,
             purged_index: self.purged_index,
             purged_term: self.purged_term,
             entries,

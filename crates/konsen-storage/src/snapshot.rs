@@ -364,7 +364,7 @@ pub fn install_snapshot(
         encode_kv_state(index, revision),
     );
     db.write(batch, log.syncs())?;
-    log.restored_snapshot(index, term);
+    log.restored_snapshot(index, term, hard_state);
     let old = kv.cf;
     kv.cf = staged.cf;
     kv.applied = index;

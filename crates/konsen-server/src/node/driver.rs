@@ -4,7 +4,7 @@
 //! then drains whatever else is already queued (up to `DRAIN_MAX` of each),
 //! so that one `Ready`, and so one fsync, covers all of it: group commit
 //! falls out of the draining. It then handles `Ready`s in the order the core
-//! demands (persist, send, apply, serve reads, advance) until none is left.
+//! demands (persist, send, apply, release reads, advance) until none is left.
 //!
 //! The server runs everything on one runtime thread (`main.rs`), and the
 //! loop does its disk work right there: the fsync of a `Ready`'s log
@@ -31,8 +31,7 @@ use konsen_core::{
 use konsen_rpc::convert::{WriteOutcome, WriteResult};
 use konsen_rpc::peer::raft_peer_client::RaftPeerClient;
 use konsen_storage::{
-    ApplyResult, KvStore, LogStore, RangeRequest, RangeResponse, RocksStore, Snapshots,
-    StagedSnapshot, StorageError, install_snapshot,
+    ApplyResult, KvStore, LogStore, RocksStore, Snapshots, StagedSnapshot, install_snapshot,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -40,8 +39,8 @@ use tonic::transport::Channel;
 use tracing::{debug, info, warn};
 
 use super::snapshot::{self, SNAPSHOT_SENDS_MAX};
-use super::waiters::{PendingRead, PendingWrite, ReadReply, Waiters};
-use super::{NodeError, NodeHandle, NodeStatus, PeerEvent, ReadOutcome, Request};
+use super::waiters::{PendingWrite, Waiters};
+use super::{NodeError, NodeHandle, NodeStatus, PeerEvent, Request};
 use crate::settings::Settings;
 use crate::transport::Transport;
 
@@ -311,14 +310,14 @@ impl Driver {
     fn on_request(&mut self, request: Request) {
         match request {
             Request::Write { command, reply } => self.propose(command, reply),
-            Request::Read { request, reply } => {
+            Request::ReadIndex { reply } => {
                 if self.waiters.reads_full() {
                     let _ = reply.send(Err(NodeError::Busy(
                         "too many reads waiting (limits.pending_proposals_max)".into(),
                     )));
                     return;
                 }
-                let ctx = self.waiters.add_read(PendingRead { request, reply });
+                let ctx = self.waiters.add_read(reply);
                 if let Err(e) = self.raw.read_index(ctx) {
                     let error = match e {
                         ReadError::NoLeader => NodeError::NoLeader,
@@ -516,7 +515,7 @@ impl Driver {
             self.waiters.fail_read(failure.ctx, NodeError::ReadFailed);
         }
         for read in self.waiters.take_servable_reads(self.kv().applied_index()) {
-            self.answer_read(read.request, read.reply);
+            let _ = read.send(Ok(self.raw.term()));
         }
         self.raw.advance();
         self.maybe_compact().await?;
@@ -592,23 +591,6 @@ impl Driver {
             // The loop may be gone (shutdown); nothing to report to then.
             let _ = done.send((to, delivered)).await;
         });
-    }
-
-    /// Serves a read whose index is applied: a single key right here, a
-    /// range on the blocking pool, from the latest applied state (at or
-    /// past the read's index), so that a long one does not stall the loop.
-    fn answer_read(&self, request: RangeRequest, reply: ReadReply) {
-        let term = self.raw.term();
-        let answer = move |read: Result<RangeResponse, StorageError>| {
-            let outcome = read.map(|response| ReadOutcome { response, term });
-            let _ = reply.send(outcome.map_err(NodeError::from));
-        };
-        if request.range_end.is_empty() {
-            answer(self.kv().range(&request));
-        } else {
-            let reader = self.kv().reader();
-            tokio::task::spawn_blocking(move || answer(reader.range(&request)));
-        }
     }
 
     fn on_soft_state(&mut self, soft: SoftState) {

@@ -18,7 +18,7 @@ mod waiters;
 use bytes::Bytes;
 use konsen_core::{Index, Message, NodeId, Role, Term};
 use konsen_rpc::convert::WriteOutcome;
-use konsen_storage::{RangeRequest, RangeResponse, StagedSnapshot};
+use konsen_storage::{RangeResponse, StagedSnapshot};
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub use driver::spawn;
@@ -71,11 +71,12 @@ pub(crate) enum Request {
         command: Bytes,
         reply: oneshot::Sender<Result<WriteOutcome, NodeError>>,
     },
-    /// Read linearizably (ReadIndex). Serializable reads do not come here:
-    /// the services read the local state themselves (`KvReader`).
-    Read {
-        request: RangeRequest,
-        reply: oneshot::Sender<Result<ReadOutcome, NodeError>>,
+    /// Wait until a linearizable read may be served here (ReadIndex: the
+    /// leader confirmed its read index, and this node applied up to it);
+    /// the answer is the term. The services then read the local state
+    /// themselves (`KvReader`), as they do for serializable reads.
+    ReadIndex {
+        reply: oneshot::Sender<Result<Term, NodeError>>,
     },
 }
 
@@ -130,10 +131,11 @@ impl NodeHandle {
         rx.await.map_err(|_| NodeError::Stopped)?
     }
 
-    /// Reads the keys `request` selects, linearizably.
-    pub async fn read(&self, request: RangeRequest) -> Result<ReadOutcome, NodeError> {
+    /// Waits until this node's applied state may serve a linearizable read
+    /// begun now; returns the term in which that was confirmed.
+    pub async fn read_index(&self) -> Result<Term, NodeError> {
         let (reply, rx) = oneshot::channel();
-        self.submit(Request::Read { request, reply })?;
+        self.submit(Request::ReadIndex { reply })?;
         rx.await.map_err(|_| NodeError::Stopped)?
     }
 

@@ -10,13 +10,14 @@ use std::collections::{BTreeMap, HashMap};
 
 use konsen_core::{Index, Term};
 use konsen_rpc::convert::WriteOutcome;
-use konsen_storage::RangeRequest;
 use tokio::sync::oneshot;
 
-use super::{NodeError, ReadOutcome};
+use super::NodeError;
 
 pub(crate) type WriteReply = oneshot::Sender<Result<WriteOutcome, NodeError>>;
-pub(crate) type ReadReply = oneshot::Sender<Result<ReadOutcome, NodeError>>;
+/// A linearizable read, told the term once it may be served (its read index
+/// is applied); the reading itself is the caller's.
+pub(crate) type ReadReply = oneshot::Sender<Result<Term, NodeError>>;
 
 /// A write proposed at some index in some term.
 #[derive(Debug)]
@@ -25,22 +26,15 @@ pub(crate) struct PendingWrite {
     pub reply: WriteReply,
 }
 
-/// A linearizable read.
-#[derive(Debug)]
-pub(crate) struct PendingRead {
-    pub request: RangeRequest,
-    pub reply: ReadReply,
-}
-
 #[derive(Debug)]
 pub(crate) struct Waiters {
     pending_max: usize,
     /// Log index → the write proposed there.
     writes: BTreeMap<Index, PendingWrite>,
     /// Read context → a read waiting for its read index.
-    reads_unconfirmed: HashMap<u64, PendingRead>,
+    reads_unconfirmed: HashMap<u64, ReadReply>,
     /// Reads with a read index, waiting for the state machine to reach it.
-    reads_confirmed: Vec<(Index, PendingRead)>,
+    reads_confirmed: Vec<(Index, ReadReply)>,
     next_read_ctx: u64,
 }
 
@@ -77,7 +71,7 @@ impl Waiters {
     }
 
     /// A fresh read context and the read registered under it.
-    pub fn add_read(&mut self, read: PendingRead) -> u64 {
+    pub fn add_read(&mut self, read: ReadReply) -> u64 {
         let ctx = self.next_read_ctx;
         self.next_read_ctx += 1;
         self.reads_unconfirmed.insert(ctx, read);
@@ -93,12 +87,12 @@ impl Waiters {
 
     pub fn fail_read(&mut self, ctx: u64, error: NodeError) {
         if let Some(read) = self.reads_unconfirmed.remove(&ctx) {
-            let _ = read.reply.send(Err(error));
+            let _ = read.send(Err(error));
         }
     }
 
     /// Takes the confirmed reads whose index is applied.
-    pub fn take_servable_reads(&mut self, applied: Index) -> Vec<PendingRead> {
+    pub fn take_servable_reads(&mut self, applied: Index) -> Vec<ReadReply> {
         let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.reads_confirmed)
             .into_iter()
             .partition(|(i, _)| *i <= applied);
@@ -118,18 +112,18 @@ impl Waiters {
     pub fn fail_all(&mut self, error: NodeError) {
         self.fail_writes(error.clone());
         for (_, r) in self.reads_unconfirmed.drain() {
-            let _ = r.reply.send(Err(error.clone()));
+            let _ = r.send(Err(error.clone()));
         }
         for (_, r) in self.reads_confirmed.drain(..) {
-            let _ = r.reply.send(Err(error.clone()));
+            let _ = r.send(Err(error.clone()));
         }
     }
 
     /// Forgets waiters whose clients stopped waiting.
     pub fn prune_abandoned(&mut self) {
         self.writes.retain(|_, w| !w.reply.is_closed());
-        self.reads_unconfirmed.retain(|_, r| !r.reply.is_closed());
-        self.reads_confirmed.retain(|(_, r)| !r.reply.is_closed());
+        self.reads_unconfirmed.retain(|_, r| !r.is_closed());
+        self.reads_confirmed.retain(|(_, r)| !r.is_closed());
     }
 }
 
@@ -147,18 +141,8 @@ mod tests {
         (PendingWrite { term, reply }, rx)
     }
 
-    fn read() -> (
-        PendingRead,
-        oneshot::Receiver<Result<ReadOutcome, NodeError>>,
-    ) {
-        let (reply, rx) = oneshot::channel();
-        (
-            PendingRead {
-                request: RangeRequest::default(),
-                reply,
-            },
-            rx,
-        )
+    fn read() -> (ReadReply, oneshot::Receiver<Result<Term, NodeError>>) {
+        oneshot::channel()
     }
 
     #[test]

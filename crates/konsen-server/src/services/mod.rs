@@ -15,7 +15,7 @@ mod peer;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use konsen_core::NodeId;
+use konsen_core::{NodeId, Term};
 use konsen_rpc::convert::{WriteOutcome, write_outcome_from_wire};
 use konsen_rpc::etcd::etcdserverpb::ResponseHeader;
 use konsen_rpc::peer::{ForwardRequest, raft_peer_client::RaftPeerClient};
@@ -103,11 +103,36 @@ impl Shared {
     }
 
     /// Reads this node's applied state (serializable), with no hop through
-    /// the node loop: a single key right here, a range on the blocking
-    /// pool (a long one must not hold up the runtime's thread, which also
-    /// carries the node's heartbeats).
+    /// the node loop.
     pub async fn read_local(&self, request: RangeRequest) -> Result<ReadOutcome, Status> {
-        let term = self.node.status().term;
+        self.read_applied(request, self.node.status().term).await
+    }
+
+    /// Reads linearizably: waits, within `limits.request_timeout_ms`, until
+    /// the node loop confirms that this node's applied state covers every
+    /// write committed before now (ReadIndex), trying again while no leader
+    /// is known or leadership moves (a read changes nothing, so trying again
+    /// is always safe); then reads that state.
+    pub async fn read_linearizable(&self, request: RangeRequest) -> Result<ReadOutcome, Status> {
+        let attempts = async {
+            loop {
+                match self.node.read_index().await {
+                    Err(NodeError::NoLeader | NodeError::ReadFailed) => {}
+                    other => return other.map_err(|e| node_status(&e)),
+                }
+                tokio::time::sleep(self.settings.tick).await;
+            }
+        };
+        let term = tokio::time::timeout(self.settings.request_timeout(), attempts)
+            .await
+            .map_err(|_| timed_out())??;
+        self.read_applied(request, term).await
+    }
+
+    /// Reads the latest applied state: a single key right here, a range on
+    /// the blocking pool (a long one must not hold up the runtime's thread,
+    /// which also carries the node's heartbeats).
+    async fn read_applied(&self, request: RangeRequest, term: Term) -> Result<ReadOutcome, Status> {
         let read = if request.range_end.is_empty() {
             self.reader.range(&request)
         } else {
@@ -118,25 +143,6 @@ impl Shared {
         };
         read.map(|response| ReadOutcome { response, term })
             .map_err(|e| node_status(&e.into()))
-    }
-
-    /// Reads linearizably through the node loop (ReadIndex), within
-    /// `limits.request_timeout_ms`, trying again while no leader is known
-    /// or leadership moves (a read changes nothing, so trying again is
-    /// always safe).
-    pub async fn read_linearizable(&self, request: RangeRequest) -> Result<ReadOutcome, Status> {
-        let attempts = async {
-            loop {
-                match self.node.read(request.clone()).await {
-                    Err(NodeError::NoLeader | NodeError::ReadFailed) => {}
-                    other => return other.map_err(|e| node_status(&e)),
-                }
-                tokio::time::sleep(self.settings.tick).await;
-            }
-        };
-        tokio::time::timeout(self.settings.request_timeout(), attempts)
-            .await
-            .map_err(|_| timed_out())?
     }
 
     async fn forward(&self, leader: NodeId, command: bytes::Bytes) -> Result<WriteOutcome, Status> {
