@@ -11,13 +11,15 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::Connected;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 /// A boxed future, as [`Connector::connect`] returns it.
@@ -78,12 +80,13 @@ pub fn lazy_channel<C: Connector>(
     Ok(endpoint.connect_with_connector_lazy(service))
 }
 
-/// Binds `addr` and returns the accepted TCP connections (Nagle off) and
-/// the bound address (useful with port 0).
+/// Binds `addr` and returns the accepted TCP connections (Nagle off,
+/// offered to h2 as [`Unvectored`]) and the bound address (useful with
+/// port 0).
 pub async fn tcp_incoming(
     addr: SocketAddr,
 ) -> io::Result<(
-    impl Stream<Item = io::Result<TcpStream>> + Send + 'static,
+    impl Stream<Item = io::Result<Unvectored<TcpStream>>> + Send + 'static,
     SocketAddr,
 )> {
     let listener = TcpListener::bind(addr).await?;
@@ -91,7 +94,59 @@ pub async fn tcp_incoming(
     let incoming = tokio_stream::StreamExt::map(TcpListenerStream::new(listener), |conn| {
         let stream = conn?;
         stream.set_nodelay(true)?;
-        Ok(stream)
+        Ok(Unvectored(stream))
     });
     Ok((incoming, local))
+}
+
+/// A byte stream that tells h2 it takes no vectored writes.
+///
+/// h2 copies a DATA frame's payload into its write buffer only up to 256
+/// bytes when the socket takes vectored writes, and up to 1 KiB when it
+/// does not; a larger payload is written from where it lies, and the
+/// buffer is flushed first. A response or request carrying a 256-byte
+/// value is just over the first limit, so each one cost its own write
+/// system call. Behind this wrapper, the frames of all the calls answered
+/// (or made) in one turn of the runtime leave in one write.
+#[derive(Debug)]
+pub struct Unvectored<T>(pub T);
+
+impl<T: AsyncRead + Unpin> AsyncRead for Unvectored<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Unvectored<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        false
+    }
+}
+
+impl<T: Connected> Connected for Unvectored<T> {
+    type ConnectInfo = T::ConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.0.connect_info()
+    }
 }
