@@ -140,6 +140,20 @@ impl RaftLog {
         out
     }
 
+    /// Whether the entries `lo..=hi` hold more than `bytes_max` bytes (more
+    /// than one append message carries). Stops counting once they do.
+    pub fn exceeds_bytes(&self, lo: Index, hi: Index, bytes_max: usize) -> bool {
+        let hi = hi.min(self.last_index());
+        let mut bytes = 0;
+        for index in lo.max(self.offset + 1)..=hi {
+            bytes += self.entries[(index - self.offset - 1) as usize].size_bytes();
+            if bytes > bytes_max {
+                return true;
+            }
+        }
+        false
+    }
+
     /// Whether a log ending at `(last_index, last_term)` is at least as up to
     /// date as this one (§5.4.1).
     pub fn is_up_to_date(&self, last_index: Index, last_term: Term) -> bool {

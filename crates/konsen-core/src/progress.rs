@@ -68,14 +68,17 @@ impl Progress {
         }
     }
 
-    /// Records that an append ending at `last` was sent.
+    /// Records that an append ending at `last` was sent. Only appends
+    /// that carry entries count as in flight: one that only moves the
+    /// commit index needs no acknowledgement.
     pub fn sent(&mut self, last: Index) {
         match self.state {
             ProgressState::Probe => self.probe_sent = true,
-            ProgressState::Replicate => {
+            ProgressState::Replicate if last >= self.next_index => {
                 self.next_index = last + 1;
                 self.inflight.push_back(last);
             }
+            ProgressState::Replicate => {}
             ProgressState::Snapshot { .. } => {}
         }
     }
@@ -174,6 +177,12 @@ impl Progress {
     pub fn inflight_count(&self) -> usize {
         self.inflight.len()
     }
+
+    /// Whether an append with entries is on its way and unacknowledged
+    /// (new entries may then wait for its answer, see `send_append`).
+    pub fn awaiting_ack(&self) -> bool {
+        self.state == ProgressState::Replicate && !self.inflight.is_empty()
+    }
 }
 
 #[cfg(test)]
@@ -207,6 +216,12 @@ mod tests {
         assert_eq!(p.inflight_count(), 1);
         assert!(!p.is_paused(3));
         assert_eq!(p.next_index, 7);
+        // An append that only moves the commit index is not tracked.
+        p.matched(6);
+        p.sent(6);
+        assert!(!p.awaiting_ack());
+        p.sent(8);
+        assert!(p.awaiting_ack());
     }
 
     #[test]

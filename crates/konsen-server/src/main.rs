@@ -22,6 +22,9 @@ use konsen_server::{logging, open_store, run_node};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args = Args::parse();
     logging::init(args.log_format);

@@ -75,6 +75,21 @@ impl Raft {
         if !has_entries && !commit_behind && !force {
             return false;
         }
+        // Batching under load: while an append with entries is
+        // unacknowledged, new entries (and a moved commit index) that would
+        // not fill a message wait for its answer, then leave together. The
+        // follower then runs one fsync and sends one acknowledgement per
+        // batch rather than per `Ready` of the leader. Full messages (a
+        // follower catching up) are still pipelined up to
+        // `inflight_msgs_max`.
+        if !force
+            && pr.awaiting_ack()
+            && !self
+                .log
+                .exceeds_bytes(pr.next_index, last, self.cfg.entries_bytes_max)
+        {
+            return false;
+        }
         let prev_index = pr.next_index - 1;
         let Some(prev_term) = self.log.term(prev_index) else {
             // The follower needs entries compacted away behind a snapshot.

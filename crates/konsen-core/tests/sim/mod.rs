@@ -627,9 +627,17 @@ impl Sim {
             if let Err(e) = raw.step(msg) {
                 return Err(self.violation(format!("a correct peer's message was refused: {e}")));
             }
-            if delivered_snapshot && let Some(sender) = self.nodes[(from - 1) as usize].raw.as_mut()
-            {
-                sender.report_snapshot(to, true);
+            if delivered_snapshot {
+                // Like the server, settle a received snapshot before anything
+                // else reaches the node: install it if the core took it,
+                // drop it if not (a stale leader's, or one the log covers).
+                // The server has one receiving slot; a second snapshot
+                // cannot be staged over a first.
+                self.process_ready(to)?;
+                self.nodes[(to - 1) as usize].staged = None;
+                if let Some(sender) = self.nodes[(from - 1) as usize].raw.as_mut() {
+                    sender.report_snapshot(to, true);
+                }
             }
         }
         Ok(())
