@@ -23,7 +23,7 @@ use rocksdb::WriteBatch;
 
 use crate::codec::{decode_kv, encode_kv, encode_kv_state};
 use crate::command::Command;
-use crate::db::{CF_META, Db, KvPosition, META_KV_STATE};
+use crate::db::{BATCH_RECORD_OVERHEAD, CF_META, Db, KvPosition, META_KV_STATE};
 use crate::error::{RequestError, StorageError};
 use crate::index::{KeyIndex, KeyMeta};
 use crate::range::KeyRange;
@@ -342,7 +342,14 @@ impl<'a> Pending<'a> {
     }
 
     fn batch(&self) -> WriteBatch {
-        let mut batch = WriteBatch::default();
+        let bytes: usize = self
+            .written
+            .iter()
+            .map(|(key, state)| {
+                key.len() + state.as_ref().map_or(0, |kv| kv.value.len()) + BATCH_RECORD_OVERHEAD
+            })
+            .sum();
+        let mut batch = WriteBatch::with_capacity_bytes(bytes + BATCH_RECORD_OVERHEAD);
         let cf = self.db.cf(self.cf);
         for (key, state) in &self.written {
             match state {
