@@ -27,11 +27,12 @@ pub(crate) const CF_KV_ALT: &str = "kv_alt";
 /// `default`; konsen leaves it empty.
 const CFS: [&str; 5] = ["default", CF_LOG, CF_META, CF_KV, CF_KV_ALT];
 
-/// Keys in [`CF_META`].
 /// Bytes a write batch spends on one record besides its key and value
 /// (tag, column family, lengths, and our own record headers), rounded
 /// up: batches are sized with it before they are filled.
 pub(crate) const BATCH_RECORD_OVERHEAD: usize = 64;
+
+/// Keys in [`CF_META`].
 pub(crate) const META_IDENTITY: &[u8] = b"identity";
 pub(crate) const META_HARD_STATE: &[u8] = b"hard_state";
 pub(crate) const META_PURGED: &[u8] = b"purged";

@@ -100,9 +100,14 @@ impl Conn {
         request: &Req,
     ) -> Result<Resp, CallError> {
         let len = request.encoded_len();
+        let Ok(len32) = u32::try_from(len) else {
+            return Err(CallError::Protocol(format!(
+                "a request of {len} bytes does not fit a gRPC frame"
+            )));
+        };
         let mut body = BytesMut::with_capacity(5 + len);
         body.put_u8(0); // not compressed
-        body.put_u32(len as u32);
+        body.put_u32(len32);
         request
             .encode(&mut body)
             .map_err(|e| CallError::Protocol(format!("encoding the request: {e}")))?;
