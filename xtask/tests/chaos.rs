@@ -53,6 +53,10 @@ fn chaos(args: &[&str]) -> Output {
         .output()
         .expect("running the xtask binary");
     eprintln!("xtask {} took {:?}", all.join(" "), started.elapsed());
+    if !output.status.success() {
+        // The report names node logs under this directory: keep them.
+        eprintln!("kept {}", tmp.keep().display());
+    }
     output
 }
 

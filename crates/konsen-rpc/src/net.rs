@@ -150,3 +150,61 @@ impl<T: Connected> Connected for Unvectored<T> {
         self.0.connect_info()
     }
 }
+
+/// Lowest and one past the highest port [`unused_local_ports`] picks from:
+/// below Linux's default ephemeral range (32768–60999), which outgoing
+/// connections and `bind(…:0)` draw from.
+const UNUSED_PORTS: std::ops::Range<u16> = 20_000..32_000;
+/// Random ports tried before [`unused_local_ports`] gives up.
+const UNUSED_PORT_TRIES_MAX: usize = 1_000;
+
+/// `n` distinct ports on 127.0.0.1 that were free a moment ago, for tests
+/// and local clusters that must write endpoints down before the servers
+/// bind them.
+///
+/// A port from `bind("127.0.0.1:0")` comes from the ephemeral range, where
+/// any process's next outgoing connection may take it as its local port
+/// between the check and the server's bind; the server then fails with
+/// "address in use". Ports are therefore drawn at random below that range.
+pub fn unused_local_ports(n: usize) -> io::Result<Vec<u16>> {
+    use std::hash::BuildHasher;
+    let seed = std::collections::hash_map::RandomState::new();
+    let span = u64::from(UNUSED_PORTS.end - UNUSED_PORTS.start);
+    let mut ports = Vec::with_capacity(n);
+    for attempt in 0..UNUSED_PORT_TRIES_MAX {
+        if ports.len() == n {
+            break;
+        }
+        let port = UNUSED_PORTS.start + (seed.hash_one(attempt) % span) as u16;
+        if !ports.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            ports.push(port);
+        }
+    }
+    if ports.len() < n {
+        return Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!(
+                "found {} of {n} free ports in {UNUSED_PORTS:?} after {UNUSED_PORT_TRIES_MAX} tries",
+                ports.len()
+            ),
+        ));
+    }
+    Ok(ports)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unused_ports_are_distinct_bindable_and_below_the_ephemeral_range() {
+        let ports = unused_local_ports(5).unwrap();
+        assert_eq!(ports.len(), 5);
+        let distinct: std::collections::BTreeSet<_> = ports.iter().collect();
+        assert_eq!(distinct.len(), 5);
+        for port in ports {
+            assert!(UNUSED_PORTS.contains(&port));
+            std::net::TcpListener::bind(("127.0.0.1", port)).expect("still free");
+        }
+    }
+}

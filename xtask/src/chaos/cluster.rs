@@ -439,13 +439,12 @@ fn channel(endpoint: &str) -> Result<Channel> {
         .connect_lazy())
 }
 
-/// `n` endpoints on 127.0.0.1 on ports that were free a moment ago.
+/// `n` endpoints on 127.0.0.1 on ports that were free a moment ago (out of
+/// the ephemeral range: see `unused_local_ports`).
 fn free_endpoints(n: usize) -> Result<Vec<String>> {
-    let listeners = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").context("binding a free port"))
-        .collect::<Result<Vec<_>>>()?;
-    listeners
-        .iter()
-        .map(|l| Ok(l.local_addr().context("a bound port")?.to_string()))
-        .collect()
+    Ok(konsen_rpc::net::unused_local_ports(n)
+        .context("finding free ports")?
+        .into_iter()
+        .map(|port| format!("127.0.0.1:{port}"))
+        .collect())
 }

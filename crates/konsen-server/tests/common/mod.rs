@@ -36,15 +36,9 @@ pub struct TestCluster {
     children: Vec<Option<Child>>,
 }
 
-/// Ports the OS says are free right now (bound, then released).
+/// Ports free right now, out of the ephemeral range (`unused_local_ports`).
 fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<_> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect()
+    konsen_rpc::net::unused_local_ports(n).expect("free ports")
 }
 
 impl TestCluster {
