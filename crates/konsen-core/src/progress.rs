@@ -78,8 +78,7 @@ impl Progress {
                 self.next_index = last + 1;
                 self.inflight.push_back(last);
             }
-            ProgressState::Replicate => {}
-            ProgressState::Snapshot { .. } => {}
+            ProgressState::Replicate | ProgressState::Snapshot { .. } => {}
         }
     }
 

@@ -363,6 +363,12 @@ impl Driver {
             .expect("driver invariant: the stores are home between disk trips")
     }
 
+    fn disk_mut(&mut self) -> &mut Disk {
+        self.disk
+            .as_mut()
+            .expect("driver invariant: the stores are home between disk trips")
+    }
+
     fn kv(&self) -> &KvStore {
         &self.disk().kv
     }
@@ -451,41 +457,31 @@ impl Driver {
             committed_entries,
             ..
         } = ready;
-        let (committed_entries, results) =
-            if hard_state.is_none() && entries.is_empty() && committed_entries.is_empty() {
-                self.send(late);
-                (committed_entries, Vec::new())
-            } else {
-                // Persist, send what waited for it (the transport's queues take
-                // messages from any thread), apply.
-                if must_sync && sent_early {
-                    // Let the peer streams put the appends on the wire
-                    // before this thread blocks in the fsync: a yield runs
-                    // every task that is ready.
-                    tokio::task::yield_now().await;
-                }
-                let apply_bytes: usize = committed_entries.iter().map(Entry::size_bytes).sum();
-                let transport = self.transport.clone();
-                let work = move |d: &mut Disk| {
-                    d.persist_and_apply(
-                        hard_state,
-                        &entries,
-                        must_sync,
-                        late,
-                        &transport,
-                        committed_entries,
-                    )
-                };
-                if apply_bytes > INLINE_APPLY_BYTES_MAX {
-                    self.on_disk(work).await?
-                } else {
-                    let disk = self
-                        .disk
-                        .as_mut()
-                        .expect("driver invariant: the stores are home between disk trips");
-                    work(disk)?
-                }
-            };
+        // Persist, send what waited for it (the transport's queues take
+        // messages from any thread), apply.
+        if must_sync && sent_early {
+            // Let the peer streams put the appends on the wire before this
+            // thread blocks in the fsync: a yield runs every task that is
+            // ready.
+            tokio::task::yield_now().await;
+        }
+        let apply_bytes: usize = committed_entries.iter().map(Entry::size_bytes).sum();
+        let transport = self.transport.clone();
+        let work = move |d: &mut Disk| {
+            d.persist_and_apply(
+                hard_state,
+                &entries,
+                must_sync,
+                late,
+                &transport,
+                committed_entries,
+            )
+        };
+        let (committed_entries, results) = if apply_bytes > INLINE_APPLY_BYTES_MAX {
+            self.on_disk(work).await?
+        } else {
+            work(self.disk_mut())?
+        };
         for message in snapshots {
             self.start_snapshot(message);
         }

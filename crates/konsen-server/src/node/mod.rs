@@ -18,7 +18,7 @@ mod waiters;
 use bytes::Bytes;
 use konsen_core::{Index, Message, NodeId, Role, Term};
 use konsen_rpc::convert::WriteOutcome;
-use konsen_storage::{RangeResponse, StagedSnapshot};
+use konsen_storage::StagedSnapshot;
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub use driver::spawn;
@@ -54,13 +54,6 @@ impl From<konsen_storage::StorageError> for NodeError {
             e => NodeError::Storage(e.to_string()),
         }
     }
-}
-
-/// A read and the Raft term it was served in.
-#[derive(Clone, Debug)]
-pub struct ReadOutcome {
-    pub response: RangeResponse,
-    pub term: Term,
 }
 
 /// What a client asks of the node loop.

@@ -19,7 +19,9 @@ use konsen_core::{NodeId, Term};
 use konsen_rpc::convert::{WriteOutcome, write_outcome_from_wire};
 use konsen_rpc::etcd::etcdserverpb::ResponseHeader;
 use konsen_rpc::peer::{ForwardRequest, raft_peer_client::RaftPeerClient};
-use konsen_storage::{Command, KvReader, RangeRequest, RequestError, Snapshots, StorageOptions};
+use konsen_storage::{
+    Command, KvReader, RangeRequest, RangeResponse, RequestError, Snapshots, StorageOptions,
+};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::Status;
 use tonic::transport::Channel;
@@ -29,8 +31,26 @@ pub use kv::KvService;
 pub use maintenance::MaintenanceService;
 pub use peer::PeerService;
 
-use crate::node::{NodeError, NodeHandle, ReadOutcome};
+use crate::node::{NodeError, NodeHandle};
 use crate::settings::Settings;
+
+/// A read and the Raft term it was served in.
+#[derive(Clone, Debug)]
+pub struct ReadOutcome {
+    pub response: RangeResponse,
+    pub term: Term,
+}
+
+/// Runs `work` (disk work that may take long: `what`) on the blocking pool,
+/// off the runtime's one thread, which also carries the node's heartbeats.
+async fn blocking<R: Send + 'static>(
+    what: &str,
+    work: impl FnOnce() -> R + Send + 'static,
+) -> Result<R, Status> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Status::internal(format!("{what} task failed: {e}")))
+}
 
 /// What every service needs.
 #[derive(Clone, Debug)]
@@ -137,9 +157,7 @@ impl Shared {
             self.reader.range(&request)
         } else {
             let reader = self.reader.clone();
-            tokio::task::spawn_blocking(move || reader.range(&request))
-                .await
-                .map_err(|e| Status::internal(format!("range read task failed: {e}")))?
+            blocking("range read", move || reader.range(&request)).await?
         };
         read.map(|response| ReadOutcome { response, term })
             .map_err(|e| node_status(&e.into()))

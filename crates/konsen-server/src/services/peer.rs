@@ -34,7 +34,7 @@ fn snapshot_status(e: StorageError) -> Status {
     }
 }
 
-use super::{NOT_LEADER_MESSAGE, Shared, node_status, request_status, timed_out};
+use super::{NOT_LEADER_MESSAGE, Shared, blocking, node_status, request_status, timed_out};
 use crate::node::NodeError;
 
 #[derive(Clone, Debug)]
@@ -165,7 +165,7 @@ impl RaftPeer for PeerService {
         }
         let snapshots = self.shared.snapshots.clone();
         let header = first.header;
-        let mut receiving = blocking(move || snapshots.receive(header))
+        let mut receiving = blocking("snapshot receive", move || snapshots.receive(header))
             .await?
             .map_err(snapshot_status)?;
         let started = Instant::now();
@@ -181,7 +181,7 @@ impl RaftPeer for PeerService {
         let mut next = first.clone();
         while !next.last {
             let data = next.data.clone();
-            let (back, added) = blocking(move || {
+            let (back, added) = blocking("snapshot chunk", move || {
                 let added = receiving.add_chunk(&data);
                 (receiving, added)
             })
@@ -275,13 +275,4 @@ impl RaftPeer for PeerService {
         })?;
         Ok(Response::new(write_outcome_to_wire(outcome)))
     }
-}
-
-/// Runs disk work on the blocking pool, off the runtime's thread.
-async fn blocking<R: Send + 'static>(
-    work: impl FnOnce() -> R + Send + 'static,
-) -> Result<R, Status> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| Status::internal(format!("snapshot disk task failed: {e}")))
 }
