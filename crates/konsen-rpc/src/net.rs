@@ -19,7 +19,6 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::server::Connected;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 /// A boxed future, as [`Connector::connect`] returns it.
@@ -140,14 +139,6 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Unvectored<T> {
 
     fn is_write_vectored(&self) -> bool {
         false
-    }
-}
-
-impl<T: Connected> Connected for Unvectored<T> {
-    type ConnectInfo = T::ConnectInfo;
-
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.0.connect_info()
     }
 }
 

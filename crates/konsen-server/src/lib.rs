@@ -15,6 +15,7 @@
 //! * `logging.rs`: log output.
 
 pub mod args;
+mod grpc;
 pub mod logging;
 mod node;
 mod server;
@@ -35,7 +36,6 @@ use konsen_storage::{NodeIdentity, RocksStore};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{Semaphore, watch};
 use tokio_stream::Stream;
-use tonic::transport::server::Connected;
 use tracing::info;
 
 use crate::services::Shared;
@@ -72,8 +72,7 @@ pub async fn run_node<C, S, IO>(
 where
     C: Connector,
     S: Stream<Item = io::Result<IO>> + Send + 'static,
-    IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
-    IO::ConnectInfo: Clone + Send + Sync + 'static,
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let transport = transport::Transport::start(&settings, connector.clone(), shutdown_rx.clone());
@@ -122,8 +121,7 @@ where
             Err(result.err().unwrap_or_else(|| anyhow!("node loop stopped unexpectedly")))
         }
         result = &mut server => Err(match result {
-            Ok(Ok(())) => anyhow!("server stopped unexpectedly"),
-            Ok(Err(e)) => anyhow::Error::new(e).context("serving gRPC"),
+            Ok(()) => anyhow!("server stopped unexpectedly"),
             Err(e) => anyhow::Error::new(e).context("server task panicked"),
         }),
     };

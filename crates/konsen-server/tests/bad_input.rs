@@ -6,7 +6,8 @@ use std::io::{Read, Write};
 use std::time::Duration;
 
 use common::TestCluster;
-use konsen_rpc::etcd::etcdserverpb::{PutRequest, RangeRequest, TxnRequest};
+use konsen_rpc::etcd::etcdserverpb::lease_client::LeaseClient;
+use konsen_rpc::etcd::etcdserverpb::{LeaseGrantRequest, PutRequest, RangeRequest, TxnRequest};
 use tonic::Code;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -38,7 +39,15 @@ async fn bad_requests_get_etcd_errors_and_the_node_keeps_serving() {
         value: vec![b'x'; 4 * 1024 * 1024].into(),
         ..Default::default()
     };
-    assert!(kv.put(huge).await.is_err());
+    let huge = kv.put(huge).await.unwrap_err();
+    assert_eq!(huge.code(), Code::ResourceExhausted, "{huge:?}");
+
+    // A service konsen does not serve yet.
+    let lease = LeaseClient::new(cluster.channel(1))
+        .lease_grant(LeaseGrantRequest { ttl: 10, id: 0 })
+        .await
+        .unwrap_err();
+    assert_eq!(lease.code(), Code::Unimplemented, "{lease:?}");
 
     let txn = kv.txn(TxnRequest::default()).await.unwrap_err();
     assert_eq!(txn.code(), Code::Unimplemented);

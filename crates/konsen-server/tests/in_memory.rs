@@ -21,7 +21,6 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
-use tonic::transport::server::Connected;
 
 const WAIT_MAX: Duration = Duration::from_secs(20);
 /// Bytes buffered in one direction of an in-memory connection.
@@ -105,12 +104,6 @@ impl AsyncWrite for Conn {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
     }
-}
-
-impl Connected for Conn {
-    type ConnectInfo = ();
-
-    fn connect_info(&self) -> Self::ConnectInfo {}
 }
 
 /// Connects node `from` to the address asked for, unless the link is cut.

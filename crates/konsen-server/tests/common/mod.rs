@@ -163,7 +163,7 @@ impl TestCluster {
         std::fs::read_to_string(self.dir.path().join(format!("node-{id}.log"))).unwrap_or_default()
     }
 
-    fn channel(&self, id: u64) -> Channel {
+    pub fn channel(&self, id: u64) -> Channel {
         Endpoint::from_shared(format!("http://{}", self.endpoint(id)))
             .unwrap()
             .connect_timeout(Duration::from_millis(500))

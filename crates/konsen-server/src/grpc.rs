@@ -1,0 +1,299 @@
+//! Unary gRPC calls served straight on hyper, for the client calls that
+//! carry the load: KV Put, Range and DeleteRange.
+//!
+//! tonic's server puts its router (an axum router behind boxed, cloned
+//! services), its load-shed, concurrency and timeout layers, and its
+//! streaming codec between hyper and a unary handler, and a busy leader
+//! paid for them on every request (ARCHITECTURE.md, "Where the time
+//! goes"). Here a call is: collect the request body (one DATA frame, as a
+//! rule), check its 5-byte gRPC prefix, decode, run the handler, and answer
+//! with one DATA frame and the `grpc-status` trailer. Errors are encoded by
+//! tonic's own `Status::into_http`, so a client sees the same statuses as
+//! from tonic.
+//!
+//! What this serves like tonic's server: `grpc-timeout` (the call fails with
+//! DEADLINE_EXCEEDED once it passes), `grpc-encoding` (only `identity`; a
+//! compressed message is refused with UNIMPLEMENTED, as tonic does with no
+//! compression enabled), the decoding size limit (RESOURCE_EXHAUSTED), and
+//! response metadata set by a handler.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
+use http_body::{Body as _, Frame};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use prost::Message;
+use tonic::Status;
+
+/// Length of the prefix before each gRPC message: a compressed flag and a
+/// big-endian u32 length.
+const PREFIX_BYTES: usize = 5;
+/// The longest `grpc-timeout` value the gRPC spec allows, in digits.
+const TIMEOUT_DIGITS_MAX: usize = 8;
+
+/// The response body of a unary call: at most one DATA frame, then the
+/// trailers.
+#[derive(Debug)]
+pub struct UnaryBody {
+    data: Option<Bytes>,
+    trailers: Option<HeaderMap>,
+}
+
+impl http_body::Body for UnaryBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if let Some(data) = self.data.take() {
+            return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
+        Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(t))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_none() && self.trailers.is_none()
+    }
+}
+
+/// Serves one unary call: decodes `request`'s body into `Req` (refusing a
+/// message over `message_bytes_max`), runs `handle`, and encodes its answer
+/// or its status.
+pub async fn unary<Req, Resp, F, Fut>(
+    request: http::Request<Incoming>,
+    message_bytes_max: usize,
+    handle: F,
+) -> http::Response<tonic::body::Body>
+where
+    Req: Message + Default,
+    Resp: Message,
+    F: FnOnce(tonic::Request<Req>) -> Fut,
+    Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
+{
+    let outcome = match grpc_timeout(request.headers()) {
+        Ok(None) => call(request, message_bytes_max, handle).await,
+        Ok(Some(timeout)) => {
+            match tokio::time::timeout(timeout, call(request, message_bytes_max, handle)).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(Status::deadline_exceeded(format!(
+                    "the call's deadline (grpc-timeout {timeout:?}) passed"
+                ))),
+            }
+        }
+        Err(bad) => Err(Status::invalid_argument(format!(
+            "invalid grpc-timeout header: {bad:?}"
+        ))),
+    };
+    match outcome {
+        Ok(response) => response,
+        Err(status) => status.into_http(),
+    }
+}
+
+async fn call<Req, Resp, F, Fut>(
+    request: http::Request<Incoming>,
+    message_bytes_max: usize,
+    handle: F,
+) -> Result<http::Response<tonic::body::Body>, Status>
+where
+    Req: Message + Default,
+    Resp: Message,
+    F: FnOnce(tonic::Request<Req>) -> Fut,
+    Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
+{
+    let (parts, body) = request.into_parts();
+    if let Some(encoding) = parts.headers.get("grpc-encoding")
+        && encoding != "identity"
+    {
+        return Err(Status::unimplemented(format!(
+            "Content is compressed with `{}` which isn't supported",
+            String::from_utf8_lossy(encoding.as_bytes())
+        )));
+    }
+    let message = read_message(body, message_bytes_max).await?;
+    let decoded = Req::decode(message)
+        .map_err(|e| Status::internal(format!("failed to decode Protobuf message: {e}")))?;
+    let mut request = tonic::Request::new(decoded);
+    *request.metadata_mut() = tonic::metadata::MetadataMap::from_headers(parts.headers);
+    let (metadata, response, _) = handle(request).await?.into_parts();
+
+    let len = response.encoded_len();
+    let len_u32 = u32::try_from(len)
+        .map_err(|_| Status::internal(format!("a {len}-byte response is too large for gRPC")))?;
+    let mut data = BytesMut::with_capacity(PREFIX_BYTES + len);
+    data.put_u8(0);
+    data.put_u32(len_u32);
+    response
+        .encode(&mut data)
+        .map_err(|e| Status::internal(format!("encoding the response: {e}")))?;
+    let mut trailers = HeaderMap::with_capacity(1);
+    trailers.insert("grpc-status", HeaderValue::from_static("0"));
+    let mut headers = metadata.into_headers();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    let mut response = http::Response::new(tonic::body::Body::new(UnaryBody {
+        data: Some(data.freeze()),
+        trailers: Some(trailers),
+    }));
+    *response.headers_mut() = headers;
+    Ok(response)
+}
+
+/// The one message of a unary request body, without its prefix.
+async fn read_message(mut body: Incoming, message_bytes_max: usize) -> Result<Bytes, Status> {
+    // A small message arrives in one DATA frame, used as it is; only a
+    // message split over frames is copied together.
+    let mut first: Option<Bytes> = None;
+    let mut joined = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| Status::cancelled(format!("reading the request: {e}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers: a unary request has no use for them
+        };
+        match first.take() {
+            None if joined.is_empty() => first = Some(data),
+            None => joined.extend_from_slice(&data),
+            Some(previous) => {
+                joined.extend_from_slice(&previous);
+                joined.extend_from_slice(&data);
+            }
+        }
+        // Checked as it arrives, so a body never grows past one message.
+        let received = first.as_deref().unwrap_or(&joined[..]);
+        if received.len() >= PREFIX_BYTES {
+            check_length(received, message_bytes_max, false)?;
+        }
+        if body.is_end_stream() {
+            break;
+        }
+    }
+    let mut all = first.unwrap_or_else(|| joined.freeze());
+    check_length(&all, message_bytes_max, true)?;
+    all.advance(PREFIX_BYTES);
+    Ok(all)
+}
+
+/// Checks what has arrived of a request body, `complete` or not: one gRPC
+/// message, uncompressed, of at most `message_bytes_max` bytes.
+fn check_length(received: &[u8], message_bytes_max: usize, complete: bool) -> Result<(), Status> {
+    if received.len() < PREFIX_BYTES {
+        return Err(Status::internal("the request carries no gRPC message"));
+    }
+    let declared = check_prefix(received, message_bytes_max)?;
+    let body = received.len() - PREFIX_BYTES;
+    if body > declared || (complete && body < declared) {
+        return Err(Status::internal(format!(
+            "a unary request carries exactly one message: its prefix declares {declared} bytes, \
+             the body has {body}"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks the 5-byte prefix at the start of `data`; returns the declared
+/// message length.
+fn check_prefix(data: &[u8], message_bytes_max: usize) -> Result<usize, Status> {
+    let compressed = data[0];
+    let declared = u32::from_be_bytes([data[1], data[2], data[3], data[4]]) as usize;
+    match compressed {
+        0 => {}
+        1 => {
+            return Err(Status::unimplemented(
+                "the message is compressed, and this server takes no compression",
+            ));
+        }
+        flag => {
+            return Err(Status::internal(format!(
+                "protocol error: invalid compression flag {flag}"
+            )));
+        }
+    }
+    if declared > message_bytes_max {
+        return Err(Status::resource_exhausted(format!(
+            "Error, decoded message length too large: found {declared} bytes, the limit is: \
+             {message_bytes_max} bytes"
+        )));
+    }
+    Ok(declared)
+}
+
+/// The `grpc-timeout` header's duration, if the client set one.
+fn grpc_timeout(headers: &HeaderMap) -> Result<Option<Duration>, HeaderValue> {
+    let Some(value) = headers.get("grpc-timeout") else {
+        return Ok(None);
+    };
+    let bad = || value.clone();
+    let text = value.to_str().map_err(|_| bad())?;
+    if text.len() < 2 || text.len() > TIMEOUT_DIGITS_MAX + 1 {
+        return Err(bad());
+    }
+    let (digits, unit) = text.split_at(text.len() - 1);
+    let amount: u64 = digits.parse().map_err(|_| bad())?;
+    let timeout = match unit {
+        "H" => Duration::from_secs(amount * 3600),
+        "M" => Duration::from_secs(amount * 60),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return Err(bad()),
+    };
+    Ok(Some(timeout))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_reads_every_unit_and_refuses_malformed_values() {
+        let parse = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert("grpc-timeout", HeaderValue::from_str(v).unwrap());
+            grpc_timeout(&h)
+        };
+        assert_eq!(grpc_timeout(&HeaderMap::new()), Ok(None));
+        assert_eq!(parse("2H"), Ok(Some(Duration::from_secs(7200))));
+        assert_eq!(parse("3M"), Ok(Some(Duration::from_secs(180))));
+        assert_eq!(parse("5S"), Ok(Some(Duration::from_secs(5))));
+        assert_eq!(parse("4999m"), Ok(Some(Duration::from_millis(4999))));
+        assert_eq!(parse("7u"), Ok(Some(Duration::from_micros(7))));
+        assert_eq!(
+            parse("99999999n"),
+            Ok(Some(Duration::from_nanos(99_999_999)))
+        );
+        for bad in ["", "S", "123456789S", "5s", "-5S", "5.0S", "xS"] {
+            assert!(parse(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn prefix_checks_flag_and_size() {
+        assert_eq!(check_prefix(&[0, 0, 0, 1, 0], 256).unwrap(), 256);
+        let too_large = check_prefix(&[0, 0, 0, 1, 1], 256).unwrap_err();
+        assert_eq!(too_large.code(), tonic::Code::ResourceExhausted);
+        let compressed = check_prefix(&[1, 0, 0, 0, 4], 256).unwrap_err();
+        assert_eq!(compressed.code(), tonic::Code::Unimplemented);
+        let bad_flag = check_prefix(&[7, 0, 0, 0, 4], 256).unwrap_err();
+        assert_eq!(bad_flag.code(), tonic::Code::Internal);
+    }
+
+    #[test]
+    fn a_body_carries_exactly_one_message() {
+        let message = [0, 0, 0, 0, 2, 8, 1];
+        assert!(check_length(&message, 256, true).is_ok());
+        // Partly arrived: fine until the body is complete.
+        assert!(check_length(&message[..6], 256, false).is_ok());
+        assert!(check_length(&message[..6], 256, true).is_err());
+        assert!(check_length(&message[..3], 256, true).is_err());
+        // Bytes past the declared message: a second message, refused as
+        // soon as they arrive.
+        assert!(check_length(&[0, 0, 0, 0, 1, 8, 1], 256, false).is_err());
+    }
+}
