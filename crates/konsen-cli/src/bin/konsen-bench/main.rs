@@ -28,9 +28,6 @@ use tonic::transport::{Channel, Endpoint};
 mod grpc;
 use grpc::Conn;
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Clients one run may start.
 const CLIENTS_MAX: usize = 100_000;
 /// Connections one run may open.
