@@ -45,6 +45,8 @@ const CHILD_DEADLINE: Duration = Duration::from_secs(30);
 const APPEND_ENTRIES_MAX: u64 = 16;
 const APPLY_ENTRIES_MAX: u64 = 32;
 const KEYS: u64 = 24;
+/// The child flushes its memtables after one append in this many.
+const FLUSH_ONE_IN: u32 = 8;
 
 const IDENTITY: NodeIdentity = NodeIdentity {
     cluster_id: 0xc0ffee,
@@ -145,14 +147,14 @@ fn child_process_entry_point() {
     };
     let seed: u64 = std::env::var(CHILD_SEED_ENV).unwrap().parse().unwrap();
     let mut rng = SmallRng::seed_from_u64(seed);
-    let RocksStore { mut log, mut kv } =
+    let mut store =
         RocksStore::open(&dir, IDENTITY, StorageOptions::default()).expect("child: open");
-    let hs = log.load().expect("child: load").hard_state;
+    let hs = store.log.load().expect("child: load").hard_state;
     let (mut term, mut commit) = (hs.term.max(1), hs.commit);
     let mut stdout = std::io::stdout().lock();
     let deadline = Instant::now() + CHILD_DEADLINE;
     while Instant::now() < deadline {
-        let last = log.last();
+        let last = store.log.last();
         // Now and then a new leader overwrites an uncommitted suffix, or
         // just starts a new term.
         let start = if last > commit && rng.random_ratio(1, 6) {
@@ -174,7 +176,7 @@ fn child_process_entry_point() {
             vote: Some(IDENTITY.node_id),
             commit,
         };
-        log.append(Some(hs), &entries).expect("child: append");
+        store.log.append(Some(hs), &entries).expect("child: append");
         let ack = Ack {
             start,
             count,
@@ -187,11 +189,18 @@ fn child_process_entry_point() {
             .write_all(ack.line().as_bytes())
             .expect("child: report");
         stdout.flush().expect("child: flush");
-        while kv.applied_index() < commit {
-            let lo = kv.applied_index() + 1;
+        while store.kv.applied_index() < commit {
+            let lo = store.kv.applied_index() + 1;
             let hi = commit.min(lo + rng.random_range(0..APPLY_ENTRIES_MAX));
-            let batch = log.entries(lo, hi).expect("child: read committed");
-            kv.apply(&batch).expect("child: apply");
+            let batch = store.log.entries(lo, hi).expect("child: read committed");
+            store.kv.apply(&batch).expect("child: apply");
+        }
+        // Now and then every memtable goes to table files, which starts a
+        // new WAL file and retires the last: from the second flush on, the
+        // new one is a retired file written over (WAL recycling), so kills
+        // also land in a file that still holds stale records.
+        if rng.random_ratio(1, FLUSH_ONE_IN) {
+            store.flush().expect("child: flush the memtables");
         }
     }
 }
