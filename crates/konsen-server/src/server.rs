@@ -61,7 +61,10 @@ where
         .keep_alive_timeout(KEEPALIVE_TIMEOUT)
         // Like tonic's server and etcd: no per-connection stream limit;
         // `limits.concurrent_requests_max` bounds the calls being served.
-        .max_concurrent_streams(None);
+        .max_concurrent_streams(None)
+        // gRPC has no use for a `date` header; hyper would format and
+        // encode one into every answer.
+        .auto_date_header(false);
 
     // Turns true when the accept loop ends: each open connection then
     // sends GOAWAY and finishes the calls it has.
