@@ -28,7 +28,7 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::Status;
 use tonic::body::Body;
 use tower::ServiceExt;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::grpc;
 use crate::services::{ClusterService, KvService, MaintenanceService, PeerService, Shared};
@@ -43,6 +43,8 @@ const PEER_MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
 
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the accept loop waits after a failed accept.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 
 /// Serves until `shutdown` turns true, then stops accepting, asks every
 /// connection to finish (HTTP/2 GOAWAY), and returns once they have.
@@ -74,7 +76,7 @@ where
     let mut incoming = Box::pin(incoming);
     loop {
         tokio::select! {
-            _ = stop.wait_for(|s| *s) => break,
+            () = async { let _ = stop.wait_for(|s| *s).await; } => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = incoming.next() => match accepted {
                 Some(Ok(io)) => {
@@ -89,7 +91,12 @@ where
                         log_end(conn.await);
                     });
                 }
-                Some(Err(e)) => debug!("accepting a connection failed: {e}"),
+                Some(Err(e)) => {
+                    // Out of file descriptors, say: the listener stays
+                    // readable, so a pause keeps this from spinning.
+                    warn!("accepting a connection failed: {e}");
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                }
                 None => break,
             },
         }
