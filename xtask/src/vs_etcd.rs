@@ -97,6 +97,8 @@ struct Cluster {
     name: &'static str,
     children: Vec<Child>,
     endpoints: Vec<String>,
+    /// Where its data and logs are.
+    dir: PathBuf,
 }
 
 impl Drop for Cluster {
@@ -120,6 +122,23 @@ impl Drop for Cluster {
 }
 
 impl Cluster {
+    /// Fails if a server this run started has exited: its ports may then
+    /// be answered by something else (a cluster left running), whose
+    /// numbers would be reported as this cluster's.
+    fn check_running(&mut self) -> Result<()> {
+        for (i, child) in self.children.iter_mut().enumerate() {
+            if let Some(status) = child.try_wait()? {
+                bail!(
+                    "{} server {} exited ({status}); its log is in {}",
+                    self.name,
+                    i + 1,
+                    self.dir.display()
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// Resident memory of each server, in MiB.
     fn rss_mib(&self) -> Vec<f64> {
         self.children
@@ -163,13 +182,13 @@ pub fn run(options: &Options) -> Result<()> {
         }
         let round_dir = dir.join(format!("round-{}", round + 1));
         let (etcd_rows, rss) = {
-            let cluster = start_etcd(&etcd, &round_dir.join("etcd"))?;
-            measure(&bench, &cluster, options.duration_secs)?
+            let mut cluster = start_etcd(&etcd, &round_dir.join("etcd"))?;
+            measure(&bench, &mut cluster, options.duration_secs)?
         };
         etcd_rss = rss;
         let (konsen_rows, rss) = {
-            let cluster = start_konsen(&binaries.server, &round_dir.join("konsen"))?;
-            measure(&bench, &cluster, options.duration_secs)?
+            let mut cluster = start_konsen(&binaries.server, &round_dir.join("konsen"))?;
+            measure(&bench, &mut cluster, options.duration_secs)?
         };
         konsen_rss = rss;
         results.push((etcd_rows, konsen_rows));
@@ -280,6 +299,21 @@ fn ensure_etcd() -> Result<PathBuf> {
     found("/usr/bin/etcd").context("etcd-server installed but /usr/bin/etcd is missing")
 }
 
+/// Fails, naming the port, if one of `ports` on 127.0.0.1 is taken: a
+/// cluster started there would not get it, and the one holding it would
+/// be measured in its place.
+fn ensure_ports_free(name: &str, ports: impl IntoIterator<Item = u16>) -> Result<()> {
+    for port in ports {
+        if let Err(e) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            bail!(
+                "port 127.0.0.1:{port}, which the {name} cluster needs, is taken ({e}); \
+                 stop whatever listens there (a cluster left running?) and run again"
+            );
+        }
+    }
+    Ok(())
+}
+
 fn spawn_logged(mut cmd: Command, log: &Path) -> Result<Child> {
     let out = fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
     let err = out.try_clone()?;
@@ -290,21 +324,31 @@ fn spawn_logged(mut cmd: Command, log: &Path) -> Result<Child> {
         .with_context(|| format!("starting {:?}", cmd.get_program()))
 }
 
+/// Node i (1 to 3) of each cluster listens on these plus i.
+const ETCD_CLIENT_PORT_BASE: u16 = 23790;
+const ETCD_PEER_PORT_BASE: u16 = 23800;
+const KONSEN_PORT_BASE: u16 = 23890;
+
 fn start_etcd(etcd: &Path, dir: &Path) -> Result<Cluster> {
+    ensure_ports_free(
+        "etcd",
+        (1..=3).flat_map(|i| [ETCD_CLIENT_PORT_BASE + i, ETCD_PEER_PORT_BASE + i]),
+    )?;
     fs::create_dir_all(dir)?;
     let peers: Vec<String> = (1..=3)
-        .map(|i| format!("e{i}=http://127.0.0.1:{}", 23800 + i))
+        .map(|i| format!("e{i}=http://127.0.0.1:{}", ETCD_PEER_PORT_BASE + i))
         .collect();
     let mut cluster = Cluster {
         name: "etcd",
         children: Vec::new(),
         endpoints: (1..=3)
-            .map(|i| format!("127.0.0.1:{}", 23790 + i))
+            .map(|i| format!("127.0.0.1:{}", ETCD_CLIENT_PORT_BASE + i))
             .collect(),
+        dir: dir.to_path_buf(),
     };
     for i in 1..=3 {
-        let client = format!("http://127.0.0.1:{}", 23790 + i);
-        let peer = format!("http://127.0.0.1:{}", 23800 + i);
+        let client = format!("http://127.0.0.1:{}", ETCD_CLIENT_PORT_BASE + i);
+        let peer = format!("http://127.0.0.1:{}", ETCD_PEER_PORT_BASE + i);
         let mut cmd = Command::new(etcd);
         cmd.arg(format!("--name=e{i}"))
             .arg(format!(
@@ -328,9 +372,10 @@ fn start_etcd(etcd: &Path, dir: &Path) -> Result<Cluster> {
 }
 
 fn start_konsen(server: &Path, dir: &Path) -> Result<Cluster> {
+    ensure_ports_free("konsen", (1..=3).map(|i| KONSEN_PORT_BASE + i))?;
     fs::create_dir_all(dir)?;
     let endpoints: Vec<String> = (1..=3)
-        .map(|i| format!("127.0.0.1:{}", 23890 + i))
+        .map(|i| format!("127.0.0.1:{}", KONSEN_PORT_BASE + i))
         .collect();
     let config = dir.join("cluster.yml");
     let yaml: String = std::iter::once("endpoints:\n".to_string())
@@ -341,6 +386,7 @@ fn start_konsen(server: &Path, dir: &Path) -> Result<Cluster> {
         name: "konsen",
         children: Vec::new(),
         endpoints,
+        dir: dir.to_path_buf(),
     };
     for i in 1..=3 {
         let mut cmd = Command::new(server);
@@ -362,10 +408,11 @@ fn start_konsen(server: &Path, dir: &Path) -> Result<Cluster> {
 }
 
 /// Waits for the cluster to take a write, then runs every row.
-fn measure(bench: &Path, cluster: &Cluster, secs: u64) -> Result<(Vec<Measured>, Vec<f64>)> {
+fn measure(bench: &Path, cluster: &mut Cluster, secs: u64) -> Result<(Vec<Measured>, Vec<f64>)> {
     let endpoints = cluster.endpoints.join(",");
     let deadline = Instant::now() + READY_TIMEOUT;
     loop {
+        cluster.check_running()?;
         let ok = Command::new(bench)
             .args([
                 "--endpoints",
@@ -429,6 +476,7 @@ fn measure(bench: &Path, cluster: &Cluster, secs: u64) -> Result<(Vec<Measured>,
             parse(&out.stdout)
                 .with_context(|| format!("reading konsen-bench's report for {}", row.name))?,
         );
+        cluster.check_running()?;
         if i == RSS_AFTER_ROW {
             rss = cluster.rss_mib();
         }
