@@ -11,6 +11,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::body::Incoming;
@@ -116,7 +117,8 @@ fn log_end(result: Result<(), hyper::Error>) {
 /// Sends each call to the service that serves its path.
 #[derive(Clone)]
 struct Router {
-    kv: KvService,
+    /// Shared with `kv_grpc`: a call clones the `Arc`, not the service.
+    kv: Arc<KvService>,
     kv_grpc: KvServer<KvService>,
     cluster: ClusterServer<ClusterService>,
     maintenance: MaintenanceServer<MaintenanceService>,
@@ -128,9 +130,10 @@ impl Router {
     fn new(shared: Shared, shutdown: watch::Receiver<bool>) -> Router {
         let client_message_bytes_max =
             shared.settings.limits.request_bytes_max + CLIENT_MESSAGE_OVERHEAD_BYTES;
-        let kv = KvService::new(shared.clone());
+        let kv = Arc::new(KvService::new(shared.clone()));
         Router {
-            kv_grpc: KvServer::new(kv.clone()).max_decoding_message_size(client_message_bytes_max),
+            kv_grpc: KvServer::from_arc(Arc::clone(&kv))
+                .max_decoding_message_size(client_message_bytes_max),
             kv,
             cluster: ClusterServer::new(ClusterService::new(shared.clone())),
             maintenance: MaintenanceServer::new(MaintenanceService::new(shared.clone())),
@@ -151,17 +154,22 @@ impl hyper::service::Service<http::Request<Incoming>> for Router {
 
     fn call(&self, request: http::Request<Incoming>) -> ResponseFuture {
         let max = self.client_message_bytes_max;
-        let kv = self.kv.clone();
+        let kv = &self.kv;
         match request.uri().path() {
-            "/etcdserverpb.KV/Put" => Box::pin(async move {
-                Ok(grpc::unary(request, max, |r| async move { kv.put(r).await }).await)
-            }),
-            "/etcdserverpb.KV/Range" => Box::pin(async move {
-                Ok(grpc::unary(request, max, |r| async move { kv.range(r).await }).await)
-            }),
-            "/etcdserverpb.KV/DeleteRange" => Box::pin(async move {
-                Ok(grpc::unary(request, max, |r| async move { kv.delete_range(r).await }).await)
-            }),
+            "/etcdserverpb.KV/Put" => {
+                unary(request, max, kv, |kv, r| async move { kv.put(r).await })
+            }
+            "/etcdserverpb.KV/Range" => {
+                unary(request, max, kv, |kv, r| async move { kv.range(r).await })
+            }
+            "/etcdserverpb.KV/DeleteRange" => {
+                unary(
+                    request,
+                    max,
+                    kv,
+                    |kv, r| async move { kv.delete_range(r).await },
+                )
+            }
             path if path.starts_with("/etcdserverpb.KV/") => forward(self.kv_grpc.clone(), request),
             path if path.starts_with("/etcdserverpb.Cluster/") => {
                 forward(self.cluster.clone(), request)
@@ -178,6 +186,22 @@ impl hyper::service::Service<http::Request<Incoming>> for Router {
             }
         }
     }
+}
+
+/// Serves a KV call on the lean unary path (`grpc.rs`).
+fn unary<Req, Resp, Fut>(
+    request: http::Request<Incoming>,
+    message_bytes_max: usize,
+    kv: &Arc<KvService>,
+    handle: fn(Arc<KvService>, tonic::Request<Req>) -> Fut,
+) -> ResponseFuture
+where
+    Req: prost::Message + Default + Send + 'static,
+    Resp: prost::Message + 'static,
+    Fut: Future<Output = Result<tonic::Response<Resp>, Status>> + Send + 'static,
+{
+    let kv = Arc::clone(kv);
+    Box::pin(async move { Ok(grpc::unary(request, message_bytes_max, |r| handle(kv, r)).await) })
 }
 
 /// Hands a call to a tonic-generated service.
