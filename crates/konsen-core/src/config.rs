@@ -14,7 +14,9 @@ pub struct Config {
     pub heartbeat_ticks: u32,
     /// The minimum election timeout in ticks. Each node draws its timeout
     /// uniformly from `[election_ticks, 2 * election_ticks)` after every
-    /// reset, so that split votes resolve.
+    /// reset, so that split votes resolve. A candidate that sees the split
+    /// (another candidate's request in its term) tries again sooner: after
+    /// 1 tick if its id is the lower, after 3 if not.
     pub election_ticks: u32,
     /// Run a pre-vote round before raising the term (thesis 9.6), so that a
     /// node that was partitioned away cannot depose a healthy leader.

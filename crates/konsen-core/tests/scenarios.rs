@@ -411,6 +411,7 @@ macro_rules! scenario {
 
 scenario!(election);
 scenario!(split_vote);
+scenario!(split_vote_retry);
 scenario!(pre_vote_rejoin);
 scenario!(leader_down);
 scenario!(check_quorum);

@@ -7,6 +7,11 @@ use crate::types::{Entry, EntryKind, Index, MessageBody, NodeId, Role, Term};
 
 use super::Raft;
 
+/// Ticks after a split vote before the higher-id candidate tries again
+/// (the lower one tries after 1): room for the lower one's pre-vote and
+/// vote rounds, fsyncs included, to finish first.
+const SPLIT_VOTE_RETRY_TICKS_HIGHER: u32 = 3;
+
 impl Raft {
     /// Starts an election: a pre-vote round first when enabled, unless the
     /// old leader asked for it (`transfer`), which goes straight to a vote.
@@ -95,9 +100,30 @@ impl Raft {
             if granted {
                 self.vote = Some(from);
                 self.election_elapsed = 0;
+            } else if self.role == Role::Candidate && self.vote == Some(self.id) {
+                self.split_vote_seen(from);
             }
             self.send(from, MessageBody::VoteResponse { granted });
         }
+    }
+
+    /// Another candidate asked for this node's vote in the term this node
+    /// campaigns in: the vote is split, and neither may win the term.
+    /// Rather than both waiting out a full election timeout (1–2 of them:
+    /// seconds), and maybe splitting again, the lower id tries again after
+    /// one tick and the higher after [`SPLIT_VOTE_RETRY_TICKS_HIGHER`], by
+    /// when the lower has normally won. Only the timing changes, so safety
+    /// does not depend on it; if the lower cannot win (its log is behind),
+    /// the higher's turn comes next.
+    fn split_vote_seen(&mut self, other: NodeId) {
+        let delay = if self.id < other {
+            1
+        } else {
+            SPLIT_VOTE_RETRY_TICKS_HIGHER
+        };
+        self.election_timeout = self
+            .election_timeout
+            .min(self.election_elapsed.saturating_add(delay));
     }
 
     /// Counts an answer; wins or gives up once the outcome is decided.
