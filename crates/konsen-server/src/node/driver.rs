@@ -265,6 +265,7 @@ impl Driver {
     fn on_tick(&mut self) {
         self.raw.tick();
         self.ticks += 1;
+        self.waiters.expire_writes(tokio::time::Instant::now());
         if self.ticks.is_multiple_of(HOUSEKEEPING_TICKS) {
             self.waiters.prune_abandoned();
             match self.kv().data_size_bytes() {
@@ -309,7 +310,11 @@ impl Driver {
 
     fn on_request(&mut self, request: Request) {
         match request {
-            Request::Write { command, reply } => self.propose(command, reply),
+            Request::Write {
+                command,
+                deadline,
+                reply,
+            } => self.propose(command, deadline, reply),
             Request::ReadIndex { reply } => {
                 if self.waiters.reads_full() {
                     let _ = reply.send(Err(NodeError::Busy(
@@ -329,7 +334,12 @@ impl Driver {
         }
     }
 
-    fn propose(&mut self, command: Bytes, reply: super::waiters::WriteReply) {
+    fn propose(
+        &mut self,
+        command: Bytes,
+        deadline: tokio::time::Instant,
+        reply: super::waiters::WriteReply,
+    ) {
         if self.waiters.writes_full() {
             let _ = reply.send(Err(NodeError::Busy(
                 "too many writes waiting (limits.pending_proposals_max)".into(),
@@ -341,6 +351,7 @@ impl Driver {
                 index,
                 PendingWrite {
                     term: self.raw.term(),
+                    deadline,
                     reply,
                 },
             ),

@@ -20,6 +20,7 @@ use konsen_core::{Index, Message, NodeId, Role, Term};
 use konsen_rpc::convert::WriteOutcome;
 use konsen_storage::StagedSnapshot;
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
 
 pub use driver::spawn;
 
@@ -42,6 +43,8 @@ pub enum NodeError {
     Request(#[from] konsen_storage::RequestError),
     #[error("the node is shutting down")]
     Stopped,
+    #[error("the request's deadline passed")]
+    TimedOut,
     #[error("snapshot refused: {0}")]
     SnapshotRefused(String),
 }
@@ -62,6 +65,8 @@ pub(crate) enum Request {
     /// Propose an encoded, validated command (leader only).
     Write {
         command: Bytes,
+        /// When the loop gives up waiting for it (`NodeError::TimedOut`).
+        deadline: Instant,
         reply: oneshot::Sender<Result<WriteOutcome, NodeError>>,
     },
     /// Wait until a linearizable read may be served here (ReadIndex: the
@@ -115,12 +120,22 @@ pub struct NodeHandle {
 }
 
 impl NodeHandle {
-    /// Proposes `command` and waits until it is applied. Fails with
+    /// Proposes `command` and waits until it is applied, or fails with
+    /// [`NodeError::TimedOut`] at the first tick after `deadline` (the loop
+    /// keeps the time, so a write costs no timer of its own). Fails with
     /// [`NodeError::NotLeader`] on a follower, so that the caller can
     /// forward it.
-    pub async fn write(&self, command: Bytes) -> Result<WriteOutcome, NodeError> {
+    pub async fn write(
+        &self,
+        command: Bytes,
+        deadline: Instant,
+    ) -> Result<WriteOutcome, NodeError> {
         let (reply, rx) = oneshot::channel();
-        self.submit(Request::Write { command, reply })?;
+        self.submit(Request::Write {
+            command,
+            deadline,
+            reply,
+        })?;
         rx.await.map_err(|_| NodeError::Stopped)?
     }
 

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use konsen_core::{Index, Term};
 use konsen_rpc::convert::WriteOutcome;
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 use super::NodeError;
 
@@ -23,6 +24,8 @@ pub(crate) type ReadReply = oneshot::Sender<Result<Term, NodeError>>;
 #[derive(Debug)]
 pub(crate) struct PendingWrite {
     pub term: Term,
+    /// When its client stops waiting (`NodeError::TimedOut`).
+    pub deadline: Instant,
     pub reply: WriteReply,
 }
 
@@ -119,6 +122,15 @@ impl Waiters {
         }
     }
 
+    /// Fails the writes whose deadline passed by `now`. Their entries stay
+    /// in the log and may still be applied: the client learns only that
+    /// the answer did not come in time.
+    pub fn expire_writes(&mut self, now: Instant) {
+        for (_, w) in self.writes.extract_if(.., |_, w| w.deadline <= now) {
+            let _ = w.reply.send(Err(NodeError::TimedOut));
+        }
+    }
+
     /// Forgets waiters whose clients stopped waiting.
     pub fn prune_abandoned(&mut self) {
         self.writes.retain(|_, w| !w.reply.is_closed());
@@ -137,8 +149,25 @@ mod tests {
         PendingWrite,
         oneshot::Receiver<Result<WriteOutcome, NodeError>>,
     ) {
+        write_until(term, Instant::now() + std::time::Duration::from_secs(60))
+    }
+
+    fn write_until(
+        term: Term,
+        deadline: Instant,
+    ) -> (
+        PendingWrite,
+        oneshot::Receiver<Result<WriteOutcome, NodeError>>,
+    ) {
         let (reply, rx) = oneshot::channel();
-        (PendingWrite { term, reply }, rx)
+        (
+            PendingWrite {
+                term,
+                deadline,
+                reply,
+            },
+            rx,
+        )
     }
 
     fn read() -> (ReadReply, oneshot::Receiver<Result<Term, NodeError>>) {
@@ -189,6 +218,21 @@ mod tests {
         w.fail_all(NodeError::Stopped);
         assert!(matches!(x_rx.try_recv().unwrap(), Err(NodeError::Stopped)));
         assert!(!w.writes_full());
+    }
+
+    #[test]
+    fn writes_past_their_deadline_fail_as_timed_out_and_the_others_wait() {
+        let mut w = Waiters::new(8);
+        let now = Instant::now();
+        let (early, mut early_rx) = write_until(1, now);
+        let (late, mut late_rx) = write_until(1, now + std::time::Duration::from_secs(1));
+        w.add_write(1, early);
+        w.add_write(2, late);
+        w.expire_writes(now);
+        assert_eq!(early_rx.try_recv().unwrap(), Err(NodeError::TimedOut));
+        assert!(late_rx.try_recv().is_err(), "not yet answered");
+        assert!(w.take_write(1).is_none());
+        assert!(w.take_write(2).is_some());
     }
 
     #[test]

@@ -23,6 +23,7 @@ use konsen_storage::{
     Command, KvReader, RangeRequest, RangeResponse, RequestError, Snapshots, StorageOptions,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 use tonic::Status;
 use tonic::transport::Channel;
 
@@ -102,22 +103,31 @@ impl Shared {
             .validate(&self.storage_options)
             .map_err(|e| request_status(&e))?;
         let encoded = command.encode();
+        let deadline = Instant::now() + self.settings.request_timeout();
+        // On the leader, the common case: the node loop answers by the
+        // deadline, so this path arms no timer of its own.
+        let mut leader = match self.node.write(encoded.clone(), deadline).await {
+            Err(NodeError::NotLeader { leader }) => leader,
+            other => return other.map_err(|e| node_status(&e)),
+        };
         let attempts = async {
             loop {
-                match self.node.write(encoded.clone()).await {
-                    Err(NodeError::NotLeader {
-                        leader: Some(leader),
-                    }) => match self.forward(leader, encoded.clone()).await {
+                if let Some(leader) = leader {
+                    // Boxed: the forwarding call's future is large, and
+                    // would otherwise enlarge every write's.
+                    match Box::pin(self.forward(leader, encoded.clone())).await {
                         Err(s) if s.message() == NOT_LEADER_MESSAGE => {}
                         other => return other,
-                    },
-                    Err(NodeError::NotLeader { leader: None }) => {}
-                    other => return other.map_err(|e| node_status(&e)),
+                    }
                 }
                 tokio::time::sleep(self.settings.tick).await;
+                leader = match self.node.write(encoded.clone(), deadline).await {
+                    Err(NodeError::NotLeader { leader }) => leader,
+                    other => return other.map_err(|e| node_status(&e)),
+                };
             }
         };
-        tokio::time::timeout(self.settings.request_timeout(), attempts)
+        tokio::time::timeout_at(deadline, attempts)
             .await
             .map_err(|_| timed_out())?
     }
@@ -215,6 +225,7 @@ pub fn node_status(e: &NodeError) -> Status {
         NodeError::Storage(why) => Status::internal(format!("etcdserver: storage failure: {why}")),
         NodeError::Request(e) => request_status(e),
         NodeError::Stopped => Status::unavailable("etcdserver: server stopped"),
+        NodeError::TimedOut => timed_out(),
         NodeError::SnapshotRefused(why) => Status::failed_precondition(why.clone()),
     }
 }

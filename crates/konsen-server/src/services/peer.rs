@@ -34,7 +34,7 @@ fn snapshot_status(e: StorageError) -> Status {
     }
 }
 
-use super::{NOT_LEADER_MESSAGE, Shared, blocking, node_status, request_status, timed_out};
+use super::{NOT_LEADER_MESSAGE, Shared, blocking, node_status, request_status};
 use crate::node::NodeError;
 
 #[derive(Clone, Debug)]
@@ -263,16 +263,16 @@ impl RaftPeer for PeerService {
             .map_err(|e| request_status(&e))?;
         // Never forwarded again: a node that is not the leader (any more)
         // says so, and the forwarder's client retries.
-        let outcome = tokio::time::timeout(
-            self.shared.settings.request_timeout(),
-            self.shared.node.write(request.command),
-        )
-        .await
-        .map_err(|_| timed_out())?
-        .map_err(|e| match e {
-            NodeError::NotLeader { .. } => Status::unavailable(NOT_LEADER_MESSAGE),
-            other => node_status(&other),
-        })?;
+        let deadline = tokio::time::Instant::now() + self.shared.settings.request_timeout();
+        let outcome = self
+            .shared
+            .node
+            .write(request.command, deadline)
+            .await
+            .map_err(|e| match e {
+                NodeError::NotLeader { .. } => Status::unavailable(NOT_LEADER_MESSAGE),
+                other => node_status(&other),
+            })?;
         Ok(Response::new(write_outcome_to_wire(outcome)))
     }
 }
