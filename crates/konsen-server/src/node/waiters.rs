@@ -126,8 +126,16 @@ impl Waiters {
     /// in the log and may still be applied: the client learns only that
     /// the answer did not come in time.
     pub fn expire_writes(&mut self, now: Instant) {
-        for (_, w) in self.writes.extract_if(.., |_, w| w.deadline <= now) {
-            let _ = w.reply.send(Err(NodeError::TimedOut));
+        let expired: Vec<Index> = self
+            .writes
+            .iter()
+            .filter(|(_, w)| w.deadline <= now)
+            .map(|(&index, _)| index)
+            .collect();
+        for index in expired {
+            if let Some(w) = self.writes.remove(&index) {
+                let _ = w.reply.send(Err(NodeError::TimedOut));
+            }
         }
     }
 
