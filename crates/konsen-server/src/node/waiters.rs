@@ -2,8 +2,9 @@
 //! linearizable reads waiting for their read index and then for the state
 //! machine to reach it.
 //!
-//! Each list is bounded by `limits.pending_proposals_max`. A waiter whose
-//! client went away (timed out) is dropped at the next housekeeping round
+//! Each list is bounded by `limits.pending_proposals_max`. A write carries
+//! its deadline and is failed as timed out at the first tick past it; a
+//! waiter whose client went away is dropped at the next housekeeping round
 //! (every `HOUSEKEEPING_TICKS` ticks).
 
 use std::collections::{BTreeMap, HashMap};
