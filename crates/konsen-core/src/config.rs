@@ -42,6 +42,17 @@ pub struct Config {
     pub pending_reads_max: usize,
     /// Committed entries handed out in one [`crate::Ready`], in bytes.
     pub apply_bytes_max: usize,
+    /// How many of its own `Ready`s with entries a leader lets a quorum of
+    /// its followers lag behind, at most, while it writes new entries
+    /// without syncing them ([`crate::Ready::must_sync`] false). The
+    /// leader need not be part of the majority that commits an entry
+    /// (thesis 10.2.1): it counts its own entries only once a synced write
+    /// covers them, so while a quorum of followers keeps up, entries commit
+    /// on their disks and the leader's fsyncs are spared. A follower that
+    /// falls further behind, or stops answering (noticed at the latest one
+    /// tick later), and the leader syncs again. 0: the leader syncs every
+    /// append, like a follower.
+    pub lazy_sync_lag_max: u32,
     /// Seed for the election-timeout randomness. The same seed and inputs
     /// give the same outputs.
     pub seed: u64,
@@ -61,6 +72,10 @@ pub enum NegativeControl {
     /// Commit by counting replicas of an entry from an older term
     /// (breaks §5.4.2, the Figure 8 rule).
     CommitOldTermByCount,
+    /// A leader counts its own entries towards commitment as soon as they
+    /// are written, synced or not (an entry may then commit on fewer disks
+    /// than a quorum, and a power loss can take it).
+    CountUnsyncedOwnEntries,
 }
 
 impl Config {
@@ -79,6 +94,7 @@ impl Config {
             uncommitted_bytes_max: 64 * 1024 * 1024,
             pending_reads_max: 65_536,
             apply_bytes_max: 16 * 1024 * 1024,
+            lazy_sync_lag_max: 16,
             seed: id,
             unsafe_negative_control: None,
         }

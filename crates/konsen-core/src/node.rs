@@ -1,11 +1,14 @@
 //! [`RawNode`]: the driver's handle on the core, and [`Ready`], what the
 //! driver must do next.
 
+use std::collections::VecDeque;
+
 use bytes::Bytes;
 
 use crate::config::Config;
 use crate::error::{CompactError, InitError, ProposeError, ReadError, StepError, TransferError};
 use crate::log::RaftLog;
+use crate::progress::ProgressState;
 use crate::raft::Raft;
 use crate::types::{
     Entry, EntryKind, HardState, Index, Membership, Message, NodeId, ReadFailure, ReadState, Role,
@@ -37,8 +40,10 @@ pub struct RestoredState {
 ///    it), atomically;
 /// 1. persist `hard_state` (if any) and `entries` (replacing any stored
 ///    entries from the first one's index on), synced to disk if
-///    `must_sync` (otherwise only the commit index moved: store it without
-///    waiting for the disk, see [`crate::storage::Storage::store_commit`]);
+///    `must_sync` ([`crate::storage::Storage::append`]); otherwise write
+///    them without waiting for the disk: a leader's entries with
+///    [`crate::storage::Storage::append_unsynced`], a moved commit index
+///    alone with [`crate::storage::Storage::store_commit`];
 /// 2. send `messages` (`Append` and `Heartbeat` messages may be sent before
 ///    step 1, see [`Message::may_send_before_persist`]);
 /// 3. apply `committed_entries` in order and serve `read_states` once their
@@ -55,9 +60,14 @@ pub struct Ready {
     pub hard_state: Option<HardState>,
     pub entries: Vec<Entry>,
     /// Whether step 1 must be synced before anything after it: there are
-    /// entries, or the term or vote changed. A moved commit index alone
-    /// need not be durable: a restarted node learns it again from the
-    /// leader (etcd's `MustSync`).
+    /// entries, or the term or vote changed (etcd's `MustSync`). A moved
+    /// commit index alone need not be durable: a restarted node learns it
+    /// again from the leader. Nor need a leader's entries while a quorum of
+    /// followers keeps up ([`Config::lazy_sync_lag_max`]): the leader then
+    /// counts them only once a later synced write covers them. When that
+    /// write is due and nothing else is to be written, `entries` is empty
+    /// and `hard_state` is the unchanged hard state, written again with a
+    /// sync.
     pub must_sync: bool,
     pub messages: Vec<Message>,
     pub committed_entries: Vec<Entry>,
@@ -104,13 +114,35 @@ pub struct RawNode {
     prev_soft: SoftState,
     /// What the last `Ready` handed out, until `advance`.
     in_flight: Option<HandedOut>,
+    /// The leader's entries written without a sync.
+    lazy: LazySync,
 }
 
-/// What a `Ready` handed to the driver: the last entry to persist and the
-/// last committed entry to apply.
+/// A leader's own appends written without a sync ([`Config::lazy_sync_lag_max`]).
+#[derive(Debug, Default)]
+struct LazySync {
+    /// Entries were written unsynced since the last synced write.
+    unsynced: bool,
+    /// The last index of each of the leader's latest `Ready`s with entries,
+    /// oldest first, at most `lazy_sync_lag_max + 1` of them.
+    recent: VecDeque<Index>,
+    /// At the last tick, the last index written, if some were unsynced.
+    tick_mark: Option<Index>,
+    /// Unsynced entries did not commit within a tick (or as soon as the
+    /// driver noticed, [`RawNode::sync_own_entries`]): sync now.
+    due: bool,
+    /// After such a stall, the last index the forced sync covered: the
+    /// leader syncs again until a quorum of followers holds it (the one
+    /// that stalled is back), rather than stalling once per lag window.
+    resume_at: Index,
+}
+
+/// What a `Ready` handed to the driver: the last entry to persist, whether
+/// with a sync, and the last committed entry to apply.
 #[derive(Debug, Clone, Copy)]
 struct HandedOut {
     persist: Option<(Index, Term)>,
+    synced: bool,
     apply: Option<Index>,
 }
 
@@ -174,12 +206,28 @@ impl RawNode {
             prev_soft: raft.soft_state(),
             raft,
             in_flight: None,
+            lazy: LazySync::default(),
         })
     }
 
     /// Advances logical time by one tick.
     pub fn tick(&mut self) {
         self.raft.tick();
+        // Entries written unsynced by the last tick and still not committed:
+        // a follower the quorum needs has stopped answering. The leader's
+        // own copy must count then.
+        let lazy = &mut self.lazy;
+        if lazy.unsynced {
+            if lazy
+                .tick_mark
+                .is_some_and(|mark| self.raft.log.committed() < mark)
+            {
+                lazy.due = true;
+            }
+            lazy.tick_mark = Some(self.raft.log.stable());
+        } else {
+            lazy.tick_mark = None;
+        }
     }
 
     /// Handles a message from a peer.
@@ -218,6 +266,23 @@ impl RawNode {
         }
     }
 
+    /// Whether this leader holds entries written without a sync that have
+    /// not committed yet. A driver that sees the commit index stand still
+    /// meanwhile for longer than a follower round should take, calls
+    /// [`RawNode::sync_own_entries`]; the core itself notices only at the
+    /// next tick.
+    pub fn has_unsynced_uncommitted(&self) -> bool {
+        self.lazy.unsynced && self.raft.log.committed() < self.raft.log.stable()
+    }
+
+    /// Makes the next `Ready` sync the entries this leader wrote without a
+    /// sync, so that its own copy counts and they commit with one follower.
+    pub fn sync_own_entries(&mut self) {
+        if self.lazy.unsynced {
+            self.lazy.due = true;
+        }
+    }
+
     /// Whether there is anything for the driver to do.
     pub fn has_ready(&mut self) -> bool {
         self.flush();
@@ -230,6 +295,32 @@ impl RawNode {
             || !r.read_failures.is_empty()
             || r.hard_state() != self.prev_hard
             || r.soft_state() != self.prev_soft
+            || (self.lazy.unsynced && !self.followers_keep_up())
+    }
+
+    /// Whether this leader may leave its own entries unsynced: a quorum of
+    /// voters other than itself is replicating and has acknowledged (so
+    /// holds on disk) everything the leader wrote up to `lazy_sync_lag_max`
+    /// `Ready`s (with entries) before its latest one. Safety does not rest
+    /// on this, only speed: the leader counts its own entries towards
+    /// commitment only once synced.
+    fn followers_keep_up(&self) -> bool {
+        let r = &self.raft;
+        let lag_max = r.cfg.lazy_sync_lag_max as usize;
+        if r.role != Role::Leader || lag_max == 0 || self.lazy.due {
+            return false;
+        }
+        let (Some(&mark), true) = (self.lazy.recent.front(), self.lazy.recent.len() > lag_max)
+        else {
+            return false;
+        };
+        let mark = mark.max(self.lazy.resume_at);
+        r.membership.has_quorum(|id| {
+            id != r.id
+                && r.progress
+                    .get(&id)
+                    .is_some_and(|p| p.state == ProgressState::Replicate && p.match_index >= mark)
+        })
     }
 
     /// Leader work deferred until a `Ready` is built, so that many
@@ -254,14 +345,27 @@ impl RawNode {
         let soft = r.soft_state();
         let entries = r.log.unstable_entries();
         let committed_entries = r.log.next_committed(r.cfg.apply_bytes_max);
-        let must_sync = !entries.is_empty()
-            || hard.term != self.prev_hard.term
-            || hard.vote != self.prev_hard.vote;
+        let term_or_vote = hard.term != self.prev_hard.term || hard.vote != self.prev_hard.vote;
+        if r.role != Role::Leader {
+            self.lazy.recent.clear();
+            self.lazy.resume_at = 0;
+        } else if let Some(last) = entries.last() {
+            self.lazy.recent.push_back(last.index);
+            if self.lazy.recent.len() > r.cfg.lazy_sync_lag_max as usize + 1 {
+                self.lazy.recent.pop_front();
+            }
+        }
+        let keep_up = self.followers_keep_up();
+        let r = &mut self.raft;
+        let must_sync =
+            term_or_vote || (!entries.is_empty() && !keep_up) || (self.lazy.unsynced && !keep_up);
+        // A sync due with nothing to write writes the hard state again.
+        let rewrite = must_sync && entries.is_empty();
         let ready = Ready {
             must_sync,
             snapshot: r.pending_snapshot.take(),
             soft_state: (soft != self.prev_soft).then_some(soft),
-            hard_state: (hard != self.prev_hard).then_some(hard),
+            hard_state: (hard != self.prev_hard || rewrite).then_some(hard),
             messages: std::mem::take(&mut r.msgs),
             read_states: std::mem::take(&mut r.read_states),
             read_failures: std::mem::take(&mut r.read_failures),
@@ -272,6 +376,7 @@ impl RawNode {
         self.prev_soft = soft;
         self.in_flight = Some(HandedOut {
             persist: ready.entries.last().map(|e| (e.index, e.term)),
+            synced: must_sync,
             apply: ready.committed_entries.last().map(|e| e.index),
         });
         ready
@@ -282,6 +387,7 @@ impl RawNode {
     pub fn advance(&mut self) {
         let HandedOut {
             persist: persisted,
+            synced,
             apply: applied,
         } = self
             .in_flight
@@ -289,7 +395,22 @@ impl RawNode {
             .expect("ready/advance protocol invariant: advance() without a pending ready()");
         if let Some((index, term)) = persisted {
             self.raft.log.stable_to(index, term);
-            if self.raft.log.matches(index, term) {
+        }
+        if synced {
+            // A synced write makes everything written before it durable.
+            let wrote_unsynced = std::mem::take(&mut self.lazy.unsynced);
+            if std::mem::take(&mut self.lazy.due) {
+                self.lazy.resume_at = self.raft.log.stable();
+            }
+            self.lazy.tick_mark = None;
+            if persisted.is_some() || wrote_unsynced {
+                self.raft.own_entries_persisted(self.raft.log.stable());
+            }
+        } else if let Some((index, _)) = persisted {
+            self.lazy.unsynced = true;
+            if self.raft.cfg.unsafe_negative_control
+                == Some(crate::config::NegativeControl::CountUnsyncedOwnEntries)
+            {
                 self.raft.own_entries_persisted(index);
             }
         }

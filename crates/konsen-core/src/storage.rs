@@ -37,6 +37,19 @@ pub trait Storage {
         entries: &[Entry],
     ) -> Result<(), Self::Error>;
 
+    /// Stores `entries`, which start right after the last stored index,
+    /// and `hard_state` (if given: only its commit index may differ from
+    /// the stored one), without waiting for the disk: they may be lost in a
+    /// crash, until the next synced write makes them durable with it. A
+    /// leader writes its own new entries this way while its followers keep
+    /// up ([`crate::Ready::must_sync`]); it counts them towards commitment
+    /// only once a synced write covers them.
+    fn append_unsynced(
+        &mut self,
+        hard_state: Option<HardState>,
+        entries: &[Entry],
+    ) -> Result<(), Self::Error>;
+
     /// Stores `hard_state`, whose term and vote are the stored ones (only
     /// the commit index moved), without waiting for the disk: it may be
     /// lost in a crash until the next synced write. Safety does not need
@@ -87,6 +100,10 @@ pub struct MemStorage {
     /// The commit index as of the last synced write: what a power loss
     /// leaves ([`MemStorage::lose_unsynced`]).
     synced_commit: Index,
+    /// The last index as of the last synced write: entries after it were
+    /// written with [`Storage::append_unsynced`] since, and a power loss
+    /// drops them.
+    synced_last: Index,
 }
 
 impl MemStorage {
@@ -104,13 +121,34 @@ impl MemStorage {
         self.log.purged_index = index;
         self.log.purged_term = term;
         self.log.hard_state.commit = self.log.hard_state.commit.max(index);
-        self.synced_commit = self.log.hard_state.commit;
+        self.synced();
     }
 
-    /// What a power loss does: writes not yet synced (a commit index
-    /// stored with [`Storage::store_commit`]) are gone.
-    pub fn lose_unsynced(&mut self) {
+    /// What a power loss does: writes not yet synced (entries written with
+    /// [`Storage::append_unsynced`], a commit index stored with
+    /// [`Storage::store_commit`]) are gone.
+    /// Returns the number of entries lost.
+    pub fn lose_unsynced(&mut self) -> usize {
         self.log.hard_state.commit = self.synced_commit;
+        let keep = (self.synced_last - self.log.purged_index) as usize;
+        let lost = self.log.entries.len().saturating_sub(keep);
+        self.log.entries.truncate(keep);
+        lost
+    }
+
+    /// A synced write makes everything written before it durable too.
+    fn synced(&mut self) {
+        self.synced_commit = self.log.hard_state.commit;
+        self.synced_last = self.last();
+    }
+
+    /// Checks that `hard_state` moves only the commit index.
+    fn commit_only(&self, hard_state: &HardState) -> Result<(), MemStorageError> {
+        let stored = &self.log.hard_state;
+        if (hard_state.term, hard_state.vote) != (stored.term, stored.vote) {
+            return Err(MemStorageError::NotCommitOnly);
+        }
+        Ok(())
     }
 }
 
@@ -138,16 +176,37 @@ impl Storage for MemStorage {
         if let Some(hs) = hard_state {
             self.log.hard_state = hs;
         }
-        // A synced write makes everything written before it durable too.
-        self.synced_commit = self.log.hard_state.commit;
+        self.synced();
+        Ok(())
+    }
+
+    fn append_unsynced(
+        &mut self,
+        hard_state: Option<HardState>,
+        entries: &[Entry],
+    ) -> Result<(), Self::Error> {
+        if let Some(hs) = &hard_state {
+            self.commit_only(hs)?;
+        }
+        let last = self.last();
+        let contiguous = entries.windows(2).all(|w| w[1].index == w[0].index + 1);
+        if let Some(first) = entries.first()
+            && (first.index != last + 1 || !contiguous)
+        {
+            return Err(MemStorageError::NotContiguous {
+                last,
+                first: first.index,
+            });
+        }
+        self.log.entries.extend_from_slice(entries);
+        if let Some(hs) = hard_state {
+            self.log.hard_state.commit = hs.commit;
+        }
         Ok(())
     }
 
     fn store_commit(&mut self, hard_state: HardState) -> Result<(), Self::Error> {
-        let stored = &self.log.hard_state;
-        if (hard_state.term, hard_state.vote) != (stored.term, stored.vote) {
-            return Err(MemStorageError::NotCommitOnly);
-        }
+        self.commit_only(&hard_state)?;
         self.log.hard_state.commit = hard_state.commit;
         Ok(())
     }
@@ -196,7 +255,7 @@ impl Storage for MemStorage {
         self.log.entries.drain(..drop);
         self.log.purged_index = index;
         self.log.purged_term = term;
-        self.synced_commit = self.log.hard_state.commit;
+        self.synced();
         Ok(())
     }
 }

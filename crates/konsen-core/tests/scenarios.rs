@@ -6,8 +6,9 @@
 //!
 //! Commands:
 //! * `cluster N [pre_vote=BOOL] [check_quorum=BOOL] [entries_bytes_max=N]
-//!   [unsafe_commit_old_term=BOOL]`: a fresh cluster (the last one breaks
-//!   the commitment rule on purpose, as a negative control).
+//!   [lazy_sync_lag_max=N] [unsafe_commit_old_term=BOOL]`: a fresh cluster
+//!   (the last one breaks the commitment rule on purpose, as a negative
+//!   control).
 //! * `campaign ID`: node ID starts an election now.
 //! * `down ID PEER`: ID's driver reports its connection to PEER broken.
 //! * `tick ID [times=N]`: advances ID's clock (no delivery).
@@ -44,6 +45,9 @@ enum Command {
         /// Bytes of entries per append (1: one entry per message).
         #[arg(key)]
         entries_bytes_max: Option<usize>,
+        /// `Config::lazy_sync_lag_max`.
+        #[arg(key)]
+        lazy_sync_lag_max: Option<u32>,
         /// Negative control: commit old-term entries by counting replicas.
         #[arg(key)]
         unsafe_commit_old_term: Option<bool>,
@@ -71,6 +75,8 @@ enum Command {
 #[derive(Default)]
 struct Cluster {
     nodes: Vec<(RawNode, MemStorage)>,
+    /// Nodes that wrote entries without a sync since their last synced write.
+    unsynced: BTreeSet<NodeId>,
     /// What was applied at each index, by any node (State Machine Safety).
     applied: BTreeMap<Index, (Term, Bytes)>,
     queue: VecDeque<Message>,
@@ -123,7 +129,25 @@ impl Cluster {
                     )?;
                     disk.install_snapshot(meta.index, meta.term);
                 }
-                disk.append(ready.hard_state, &ready.entries)?;
+                if ready.must_sync {
+                    if ready.entries.is_empty() && self.unsynced.contains(&id) {
+                        writeln!(out, "n{id} syncs what it wrote unsynced")?;
+                    }
+                    self.unsynced.remove(&id);
+                    disk.append(ready.hard_state, &ready.entries)?;
+                } else if let (Some(first), Some(last)) =
+                    (ready.entries.first(), ready.entries.last())
+                {
+                    writeln!(
+                        out,
+                        "n{id} writes {}..={} without a sync",
+                        first.index, last.index
+                    )?;
+                    self.unsynced.insert(id);
+                    disk.append_unsynced(ready.hard_state, &ready.entries)?;
+                } else if let Some(hs) = ready.hard_state {
+                    disk.store_commit(hs)?;
+                }
                 for e in &ready.committed_entries {
                     writeln!(
                         out,
@@ -288,6 +312,7 @@ impl goldenscript::Runner for Runner {
                 pre_vote,
                 check_quorum,
                 entries_bytes_max,
+                lazy_sync_lag_max,
                 unsafe_commit_old_term,
             } => {
                 *c = Cluster::default();
@@ -297,6 +322,9 @@ impl goldenscript::Runner for Runner {
                     config.check_quorum = check_quorum.unwrap_or(true);
                     if let Some(max) = entries_bytes_max {
                         config.entries_bytes_max = *max;
+                    }
+                    if let Some(lag) = lazy_sync_lag_max {
+                        config.lazy_sync_lag_max = *lag;
                     }
                     if unsafe_commit_old_term == &Some(true) {
                         config.unsafe_negative_control =
@@ -421,3 +449,4 @@ scenario!(leader_transfer);
 scenario!(snapshot);
 scenario!(figure_8);
 scenario!(figure_8_safe);
+scenario!(lazy_sync);

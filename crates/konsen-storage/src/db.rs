@@ -124,6 +124,19 @@ impl Db {
         options.set_keep_log_file_num(INFO_LOG_FILES_MAX);
         options.set_max_total_wal_size(WAL_BYTES_MAX);
         options.set_recycle_log_file_num(WAL_RECYCLE_FILES);
+        // Compactions run at the lowest CPU priority (nice 19), so that
+        // they take the cores' idle time rather than the node loop's: under
+        // a sustained write load the thread that serves clients and
+        // replicates is the node's bottleneck, and compaction can wait
+        // (RocksDB slows writes down when level 0 piles up). Flushes keep
+        // the normal priority: a late flush stops writes outright.
+        // ARCHITECTURE.md, "Where the time goes", item 16.
+        let mut env = rocksdb::Env::new().map_err(|source| StorageError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        env.lower_thread_pool_cpu_priority();
+        options.set_env(&env);
         let cfs =
             CFS.map(|name| ColumnFamilyDescriptor::new(name, cf_options(name, kv_memtable_bytes)));
         let rocks = DB::open_cf_descriptors(&options, path, cfs).map_err(|source| {

@@ -171,13 +171,16 @@ impl LogStore {
     }
 }
 
-impl Storage for LogStore {
-    type Error = StorageError;
-
-    fn append(
+impl LogStore {
+    /// Writes `entries` and `hard_state` in one batch, synced if `sync`.
+    /// With `extend_only`, the entries must start right after the last
+    /// stored index (they replace nothing).
+    fn write_append(
         &mut self,
         hard_state: Option<HardState>,
         entries: &[Entry],
+        sync: bool,
+        extend_only: bool,
     ) -> Result<(), StorageError> {
         // Sized up front: growing the batch's buffer by doubling showed in
         // the leader's profile as copies.
@@ -189,7 +192,11 @@ impl Storage for LogStore {
         let mut new_last = self.last_index;
         if let (Some(first), Some(last)) = (entries.first(), entries.last()) {
             let contiguous = entries.windows(2).all(|w| w[1].index == w[0].index + 1);
-            if first.index <= self.purged_index || first.index > self.last_index + 1 || !contiguous
+            let replaces = first.index <= self.last_index;
+            if first.index <= self.purged_index
+                || first.index > self.last_index + 1
+                || !contiguous
+                || (extend_only && replaces)
             {
                 return Err(StorageError::NotContiguous {
                     purged: self.purged_index,
@@ -214,7 +221,7 @@ impl Storage for LogStore {
         if batch.is_empty() {
             return Ok(());
         }
-        self.db.write(batch, self.sync)?;
+        self.db.write(batch, sync)?;
         self.last_index = new_last;
         if let Some(hs) = hard_state {
             self.hard_state = hs;
@@ -222,7 +229,8 @@ impl Storage for LogStore {
         Ok(())
     }
 
-    fn store_commit(&mut self, hard_state: HardState) -> Result<(), StorageError> {
+    /// Refuses a hard state that changes the stored term or vote.
+    fn check_commit_only(&self, hard_state: &HardState) -> Result<(), StorageError> {
         let stored = self.hard_state;
         if (stored.term, stored.vote) != (hard_state.term, hard_state.vote) {
             return Err(StorageError::NotCommitOnly {
@@ -232,6 +240,36 @@ impl Storage for LogStore {
                 vote: hard_state.vote,
             });
         }
+        Ok(())
+    }
+}
+
+impl Storage for LogStore {
+    type Error = StorageError;
+
+    fn append(
+        &mut self,
+        hard_state: Option<HardState>,
+        entries: &[Entry],
+    ) -> Result<(), StorageError> {
+        self.write_append(hard_state, entries, self.sync, false)
+    }
+
+    fn append_unsynced(
+        &mut self,
+        hard_state: Option<HardState>,
+        entries: &[Entry],
+    ) -> Result<(), StorageError> {
+        if let Some(hs) = &hard_state {
+            self.check_commit_only(hs)?;
+        }
+        // Unsynced, on the same WAL as everything else: the next synced
+        // write (of any column family) makes these durable with it.
+        self.write_append(hard_state, entries, false, true)
+    }
+
+    fn store_commit(&mut self, hard_state: HardState) -> Result<(), StorageError> {
+        self.check_commit_only(&hard_state)?;
         // Unsynced, on the same WAL as everything else: it lands after the
         // entries it commits, and before the applied state that follows.
         let mut batch = WriteBatch::default();

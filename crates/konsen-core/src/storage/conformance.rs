@@ -17,7 +17,7 @@ type Check<S> = (&'static str, fn(&mut S));
 
 /// Runs every check, each on a fresh store from `fresh`.
 pub fn run_all<S: Storage>(mut fresh: impl FnMut() -> S) {
-    let checks: [Check<S>; 13] = [
+    let checks: [Check<S>; 14] = [
         (
             "an empty store loads the default",
             empty_store_loads_default,
@@ -31,6 +31,10 @@ pub fn run_all<S: Storage>(mut fresh: impl FnMut() -> S) {
         (
             "store_commit moves the commit index and nothing else",
             store_commit_moves_only_the_commit,
+        ),
+        (
+            "append_unsynced extends the log and moves only the commit index",
+            append_unsynced_extends_the_log,
         ),
         (
             "an append of nothing changes nothing",
@@ -251,6 +255,47 @@ fn store_commit_moves_only_the_commit<S: Storage>(s: &mut S) {
         moved,
         "a refused store_commit changes nothing"
     );
+}
+
+fn append_unsynced_extends_the_log<S: Storage>(s: &mut S) {
+    append(s, Some(hard_state(4, Some(2), 1)), &entries(1, 3, 4));
+    let moved = hard_state(4, Some(2), 2);
+    if let Err(e) = s.append_unsynced(Some(moved), &entries(4, 5, 4)) {
+        panic!("append_unsynced of entries 4..=5 failed: {e}");
+    }
+    if let Err(e) = s.append_unsynced(None, &entries(6, 6, 4)) {
+        panic!("append_unsynced of entry 6 without a hard state failed: {e}");
+    }
+    let stored = load(s);
+    assert_eq!(
+        stored.entries,
+        entries(1, 6, 4),
+        "unsynced entries load back"
+    );
+    assert_eq!(stored.hard_state, moved, "the commit index moved");
+    let before = load(s);
+    for (hs, es, what) in [
+        (None, entries(6, 7, 4), "overwrites entry 6"),
+        (None, entries(8, 8, 4), "leaves a gap after 6"),
+        (
+            Some(hard_state(5, Some(2), 2)),
+            entries(7, 7, 4),
+            "changes the term",
+        ),
+        (
+            Some(hard_state(4, Some(1), 2)),
+            entries(7, 7, 4),
+            "changes the vote",
+        ),
+    ] {
+        assert!(
+            s.append_unsynced(hs, &es).is_err(),
+            "an unsynced append that {what} must be refused"
+        );
+    }
+    assert_eq!(load(s), before, "a refused append_unsynced changes nothing");
+    append(s, None, &entries(7, 7, 4));
+    assert_eq!(bounds(s), (1, 7), "a synced append continues the log");
 }
 
 fn empty_append_is_a_no_op<S: Storage>(s: &mut S) {

@@ -20,6 +20,10 @@ pub struct Checker {
     /// State Machine Safety: what was applied at each index, anywhere,
     /// with the digest of the whole applied prefix up to it.
     applied_log: BTreeMap<Index, (Term, Bytes, u64)>,
+    /// For each applied index, the term of the node that applied it first,
+    /// at that moment: the entry was committed in that term or an earlier
+    /// one, so every leader of a later term must hold it.
+    committed_by_term: BTreeMap<Index, Term>,
     /// Per node: the last index its state machine applied.
     applied: BTreeMap<NodeId, Index>,
     /// Leader Append-Only: for each node while leader, (term, last index,
@@ -65,6 +69,16 @@ impl Checker {
         }
         self.leaders.insert(term, id);
         for (&index, (entry_term, _, _)) in &self.applied_log {
+            // A leader of an older term can still win late (its votes were
+            // cast before the newer term began); it is bound by nothing
+            // committed after its term.
+            if self
+                .committed_by_term
+                .get(&index)
+                .is_some_and(|&t| t >= term)
+            {
+                continue;
+            }
             if raw.log().term(index) != Some(*entry_term) && index > raw.log().offset() {
                 return Err(format!(
                     "Leader Completeness: n{id} leads term {term} without committed entry {index} (term {entry_term}); \
@@ -124,7 +138,7 @@ impl Checker {
 
     /// State Machine Safety (§5.4.3): no two nodes apply different commands
     /// at one index, and each node applies in order without gaps.
-    pub fn applied_entry(&mut self, id: NodeId, e: &Entry) -> Result<(), String> {
+    pub fn applied_entry(&mut self, id: NodeId, node_term: Term, e: &Entry) -> Result<(), String> {
         let last = self.applied(id);
         if e.index != last + 1 {
             return Err(format!(
@@ -150,6 +164,7 @@ impl Checker {
                 })?;
                 self.applied_log
                     .insert(e.index, (e.term, e.data.clone(), digest(prev, e)));
+                self.committed_by_term.insert(e.index, node_term);
             }
         }
         self.applied.insert(id, e.index);

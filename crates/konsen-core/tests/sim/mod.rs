@@ -161,6 +161,10 @@ pub struct Stats {
     pub transfers: u64,
     pub compactions: u64,
     pub snapshots_installed: u64,
+    /// Leader `Ready`s whose entries were written without a sync.
+    pub unsynced_appends: u64,
+    /// Entries a crash took from a disk before any sync covered them.
+    pub unsynced_entries_lost: u64,
 }
 
 impl Sim {
@@ -216,6 +220,9 @@ impl Sim {
             .wrapping_add(id * 7919 + node.restarts);
         config.inflight_msgs_max = 4;
         config.entries_bytes_max = 256;
+        // The default lag, short lags (the leader's appends go unsynced,
+        // and back to synced, far more often), and no unsynced appends.
+        config.lazy_sync_lag_max = [16, 1, 2, 0][(self.opts.seed % 4) as usize];
         config.unsafe_negative_control = self.opts.negative_control;
         // The state machine restarts from the last snapshot, if any.
         node.state = node.snapshot.map_or((0, 0), |s| (s.index, s.state));
@@ -238,7 +245,7 @@ impl Sim {
         let node = &mut self.nodes[(id - 1) as usize];
         node.raw = None;
         // A crash here is a power loss: unsynced writes are gone.
-        node.disk.lose_unsynced();
+        self.stats.unsynced_entries_lost += node.disk.lose_unsynced() as u64;
         self.stats.crashes += 1;
         self.event(format!("crash n{id}"));
         // Most peers see the dead node's connections break (those cut off
@@ -712,17 +719,23 @@ impl Sim {
             let raw = node.raw.as_ref().expect("live");
             let checked = self.checker.persisting(raw, &node.disk, &ready.entries);
             let stored = match ready.hard_state {
-                Some(hs) if !ready.must_sync => node.disk.store_commit(hs),
-                hs => node.disk.append(hs, &ready.entries),
+                hs if ready.must_sync => node.disk.append(hs, &ready.entries),
+                hs if !ready.entries.is_empty() => {
+                    self.stats.unsynced_appends += 1;
+                    node.disk.append_unsynced(hs, &ready.entries)
+                }
+                Some(hs) => node.disk.store_commit(hs),
+                None => Ok(()),
             };
             checked.map_err(|e| self.violation(e))?;
             stored.map_err(|e| self.violation(format!("storage refused a Ready: {e}")))?;
             for m in late {
                 self.send(m);
             }
+            let term = self.nodes[idx].raw.as_ref().expect("live").term();
             for e in &ready.committed_entries {
                 self.checker
-                    .applied_entry(id, e)
+                    .applied_entry(id, term, e)
                     .map_err(|e| self.violation(e))?;
                 let node = &mut self.nodes[idx];
                 node.state = (e.index, checker::digest(node.state.1, e));

@@ -12,7 +12,10 @@
 //! and back costs two thread wake-ups per `Ready`, which on a few shared
 //! cores cost more than the work ("Where the time goes" in
 //! ARCHITECTURE.md). A leader first yields once, so that the appends it
-//! queued for its followers are on the wire while its own fsync runs.
+//! queued for its followers are on the wire while its own fsync runs;
+//! while its followers keep up it writes its entries without one
+//! (`Ready::must_sync`), and syncs them if commits stall
+//! (`LAZY_SYNC_STALL_MAX`).
 //! Long work (a large apply, installing a snapshot, purging the log) goes
 //! to the blocking pool instead ([`Driver::on_disk`]), so that heartbeats
 //! and clients are not held up; the loop owns the stores, and a trip takes
@@ -20,7 +23,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
@@ -57,6 +60,12 @@ const INLINE_APPLY_BYTES_MAX: usize = 256 * 1024;
 /// Ticks between refreshes of the data size and pruning of abandoned
 /// waiters.
 const HOUSEKEEPING_TICKS: u64 = 10;
+/// How long a leader's entries written without a sync may wait with the
+/// commit index standing still before the leader syncs them and commits
+/// with the followers that answer (a follower paused or cut off). A
+/// follower round takes 1-3 ms under load here; the core's own check
+/// comes only at the next tick (ARCHITECTURE.md, "Decisions").
+const LAZY_SYNC_STALL_MAX: Duration = Duration::from_millis(10);
 
 /// A started node: the handle for the services, and the loop's task,
 /// which ends on shutdown (`Ok`) or on a storage failure (`Err`).
@@ -129,6 +138,7 @@ pub fn spawn(
         status_tx,
         settings,
         ticks: 0,
+        lazy_watch: None,
     };
     let task = tokio::spawn(driver.run(request_rx, peer_rx, snapshot_done_rx, shutdown));
     Ok(NodeParts {
@@ -160,16 +170,22 @@ impl Disk {
         committed: Vec<Entry>,
     ) -> Result<(Vec<Entry>, Vec<ApplyResult>)> {
         match hard_state {
-            // Only the commit index moved: no fsync for that.
-            Some(hard_state) if !must_sync => self
-                .log
-                .store_commit(hard_state)
-                .context("storing the commit index")?,
             hard_state if must_sync => self
                 .log
                 .append(hard_state, entries)
                 .context("persisting the raft log")?,
-            _ => {}
+            // A leader whose followers keep up: its entries commit on their
+            // disks, and a later synced write covers its own copy.
+            hard_state if !entries.is_empty() => self
+                .log
+                .append_unsynced(hard_state, entries)
+                .context("writing the raft log")?,
+            // Only the commit index moved: no fsync for that.
+            Some(hard_state) => self
+                .log
+                .store_commit(hard_state)
+                .context("storing the commit index")?,
+            None => {}
         }
         for message in late {
             transport.send(message);
@@ -205,6 +221,9 @@ struct Driver {
     last_leader: (Term, Option<NodeId>),
     data_size_bytes: u64,
     ticks: u64,
+    /// While the leader holds unsynced, uncommitted entries: the commit
+    /// index and when it was last seen to move.
+    lazy_watch: Option<(konsen_core::Index, tokio::time::Instant)>,
 }
 
 impl Driver {
@@ -217,8 +236,16 @@ impl Driver {
     ) -> Result<()> {
         let mut ticker = tokio::time::interval(self.settings.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Armed while `lazy_watch` is set; re-armed only when it fires.
+        let stall = tokio::time::sleep(LAZY_SYNC_STALL_MAX);
+        tokio::pin!(stall);
+        let mut stall_armed = false;
         loop {
             tokio::select! {
+                () = &mut stall, if stall_armed => {
+                    stall_armed = false;
+                    self.on_stall_check();
+                }
                 changed = shutdown.changed() => {
                     if changed.is_err() || *shutdown.borrow() {
                         break;
@@ -248,6 +275,13 @@ impl Driver {
                 let ready = self.raw.ready();
                 self.handle_ready(ready).await?;
             }
+            if self.watch_lazy_commit()
+                && !stall_armed
+                && let Some((_, since)) = self.lazy_watch
+            {
+                stall.as_mut().reset(since + LAZY_SYNC_STALL_MAX);
+                stall_armed = true;
+            }
             if let Some((staged, reply)) = self.staged.take() {
                 // The core did not need it: its log already covers it.
                 debug!(
@@ -260,6 +294,31 @@ impl Driver {
         self.waiters.fail_all(NodeError::Stopped);
         info!("node loop stopped");
         Ok(())
+    }
+
+    /// Keeps `lazy_watch` current; returns whether it is set.
+    fn watch_lazy_commit(&mut self) -> bool {
+        if !self.raw.has_unsynced_uncommitted() {
+            self.lazy_watch = None;
+            return false;
+        }
+        let commit = self.raw.log().committed();
+        if self.lazy_watch.is_none_or(|(seen, _)| seen != commit) {
+            self.lazy_watch = Some((commit, tokio::time::Instant::now()));
+        }
+        true
+    }
+
+    /// The stall timer fired: if the commit index has not moved for
+    /// `LAZY_SYNC_STALL_MAX` with unsynced entries waiting, sync them.
+    fn on_stall_check(&mut self) {
+        if self.watch_lazy_commit()
+            && let Some((_, since)) = self.lazy_watch
+            && since.elapsed() >= LAZY_SYNC_STALL_MAX
+        {
+            debug!("commits stalled with unsynced entries; syncing them");
+            self.raw.sync_own_entries();
+        }
     }
 
     fn on_tick(&mut self) {
