@@ -142,6 +142,28 @@ impl MemStorage {
         self.synced_last = self.last();
     }
 
+    /// Checks that `entries` are contiguous and start at most one past the
+    /// last stored index (exactly one past it if `extend_only`).
+    fn check_entries(&self, entries: &[Entry], extend_only: bool) -> Result<(), MemStorageError> {
+        let Some(first) = entries.first() else {
+            return Ok(());
+        };
+        let last = self.last();
+        let contiguous = entries.windows(2).all(|w| w[1].index == w[0].index + 1);
+        let replaces = first.index <= last;
+        if first.index > last + 1
+            || first.index <= self.log.purged_index
+            || !contiguous
+            || (extend_only && replaces)
+        {
+            return Err(MemStorageError::NotContiguous {
+                last,
+                first: first.index,
+            });
+        }
+        Ok(())
+    }
+
     /// Checks that `hard_state` moves only the commit index.
     fn commit_only(&self, hard_state: &HardState) -> Result<(), MemStorageError> {
         let stored = &self.log.hard_state;
@@ -160,15 +182,8 @@ impl Storage for MemStorage {
         hard_state: Option<HardState>,
         entries: &[Entry],
     ) -> Result<(), Self::Error> {
+        self.check_entries(entries, false)?;
         if let Some(first) = entries.first() {
-            let last = self.last();
-            let contiguous = entries.windows(2).all(|w| w[1].index == w[0].index + 1);
-            if first.index > last + 1 || first.index <= self.log.purged_index || !contiguous {
-                return Err(MemStorageError::NotContiguous {
-                    last,
-                    first: first.index,
-                });
-            }
             let keep = (first.index - self.log.purged_index - 1) as usize;
             self.log.entries.truncate(keep);
             self.log.entries.extend_from_slice(entries);
@@ -188,16 +203,7 @@ impl Storage for MemStorage {
         if let Some(hs) = &hard_state {
             self.commit_only(hs)?;
         }
-        let last = self.last();
-        let contiguous = entries.windows(2).all(|w| w[1].index == w[0].index + 1);
-        if let Some(first) = entries.first()
-            && (first.index != last + 1 || !contiguous)
-        {
-            return Err(MemStorageError::NotContiguous {
-                last,
-                first: first.index,
-            });
-        }
+        self.check_entries(entries, true)?;
         self.log.entries.extend_from_slice(entries);
         if let Some(hs) = hard_state {
             self.log.hard_state.commit = hs.commit;
