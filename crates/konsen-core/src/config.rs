@@ -35,6 +35,14 @@ pub struct Config {
     /// Bytes of entries carried by one append message (at least one entry is
     /// always sent, however large).
     pub entries_bytes_max: usize,
+    /// Appends with entries that may be unacknowledged by one follower
+    /// before new entries that would not fill a message wait for an answer
+    /// (and then leave together). 1: a follower gets the next small append
+    /// only once it answered the last, so it runs one fsync per batch; 2:
+    /// the next one is on its way while the follower syncs the last. Full
+    /// messages (a follower catching up) are pipelined up to
+    /// `inflight_msgs_max` either way.
+    pub small_appends_inflight_max: usize,
     /// Bytes of proposals the leader accepts that are not yet committed;
     /// past it proposals are refused with [`crate::ProposeError::Backpressure`].
     pub uncommitted_bytes_max: usize,
@@ -91,6 +99,7 @@ impl Config {
             leader_down_ticks_max: 3,
             inflight_msgs_max: 256,
             entries_bytes_max: 1024 * 1024,
+            small_appends_inflight_max: 2,
             uncommitted_bytes_max: 64 * 1024 * 1024,
             pending_reads_max: 65_536,
             apply_bytes_max: 16 * 1024 * 1024,
@@ -129,6 +138,14 @@ impl Config {
         if self.inflight_msgs_max == 0 {
             return bad("inflight_msgs_max", "must be at least 1");
         }
+        if self.small_appends_inflight_max == 0
+            || self.small_appends_inflight_max > self.inflight_msgs_max
+        {
+            return bad(
+                "small_appends_inflight_max",
+                "must be at least 1 and at most inflight_msgs_max",
+            );
+        }
         if self.entries_bytes_max == 0 {
             return bad("entries_bytes_max", "must be at least 1");
         }
@@ -142,5 +159,23 @@ impl Config {
             return bad("apply_bytes_max", "must be at least 1");
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_appends_in_flight_lie_between_one_and_the_inflight_limit() {
+        let mut config = Config::new(1);
+        assert!(config.validate().is_ok());
+        for bad in [0, config.inflight_msgs_max + 1] {
+            config.small_appends_inflight_max = bad;
+            let e = config.validate().unwrap_err();
+            assert_eq!(e.field, "small_appends_inflight_max", "{bad}");
+        }
+        config.small_appends_inflight_max = config.inflight_msgs_max;
+        assert!(config.validate().is_ok());
     }
 }

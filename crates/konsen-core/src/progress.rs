@@ -172,15 +172,14 @@ impl Progress {
         self.inflight.clear();
     }
 
-    /// Unacknowledged appends in flight.
-    pub fn inflight_count(&self) -> usize {
-        self.inflight.len()
-    }
-
-    /// Whether an append with entries is on its way and unacknowledged
-    /// (new entries may then wait for its answer, see `send_append`).
-    pub fn awaiting_ack(&self) -> bool {
-        self.state == ProgressState::Replicate && !self.inflight.is_empty()
+    /// Appends with entries on their way and unacknowledged, while
+    /// replicating (new entries may then wait for an answer, see
+    /// `send_append`).
+    pub fn appends_in_flight(&self) -> usize {
+        match self.state {
+            ProgressState::Replicate => self.inflight.len(),
+            ProgressState::Probe | ProgressState::Snapshot { .. } => 0,
+        }
     }
 }
 
@@ -212,15 +211,15 @@ mod tests {
         }
         assert!(p.is_paused(3));
         p.matched(4);
-        assert_eq!(p.inflight_count(), 1);
+        assert_eq!(p.appends_in_flight(), 1);
         assert!(!p.is_paused(3));
         assert_eq!(p.next_index, 7);
         // An append that only moves the commit index is not tracked.
         p.matched(6);
         p.sent(6);
-        assert!(!p.awaiting_ack());
+        assert_eq!(p.appends_in_flight(), 0);
         p.sent(8);
-        assert!(p.awaiting_ack());
+        assert_eq!(p.appends_in_flight(), 1);
     }
 
     #[test]

@@ -24,6 +24,7 @@ fn run_seeds(nodes: u64, first: u64, count: u64) {
             negative_control: None,
         }) {
             Ok(s) => {
+                total.proposals_accepted += s.proposals_accepted;
                 total.entries_committed += s.entries_committed;
                 total.reads_served += s.reads_served;
                 total.crashes += s.crashes;

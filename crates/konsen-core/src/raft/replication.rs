@@ -75,15 +75,16 @@ impl Raft {
         if !has_entries && !commit_behind && !force {
             return false;
         }
-        // Batching under load: while an append with entries is
-        // unacknowledged, new entries (and a moved commit index) that would
-        // not fill a message wait for its answer, then leave together. The
-        // follower then runs one fsync and sends one acknowledgement per
-        // batch rather than per `Ready` of the leader. Full messages (a
-        // follower catching up) are still pipelined up to
+        // Batching under load: while `small_appends_inflight_max` appends
+        // with entries are unacknowledged, new entries (and a moved commit
+        // index) that would not fill a message wait for an answer, then
+        // leave together. The follower then runs one fsync per batch rather
+        // than per `Ready` of the leader; with two in flight, the next batch
+        // is already there when its fsync of the last one ends. Full
+        // messages (a follower catching up) are still pipelined up to
         // `inflight_msgs_max`.
         if !force
-            && pr.awaiting_ack()
+            && pr.appends_in_flight() >= self.cfg.small_appends_inflight_max
             && !self
                 .log
                 .exceeds_bytes(pr.next_index, last, self.cfg.entries_bytes_max)

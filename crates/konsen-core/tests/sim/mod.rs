@@ -223,6 +223,8 @@ impl Sim {
         // The default lag, short lags (the leader's appends go unsynced,
         // and back to synced, far more often), and no unsynced appends.
         config.lazy_sync_lag_max = [16, 1, 2, 0][(self.opts.seed % 4) as usize];
+        // The default, one small append in flight, and three.
+        config.small_appends_inflight_max = [2, 1, 3][(self.opts.seed / 4 % 3) as usize];
         config.unsafe_negative_control = self.opts.negative_control;
         // The state machine restarts from the last snapshot, if any.
         node.state = node.snapshot.map_or((0, 0), |s| (s.index, s.state));
