@@ -14,6 +14,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::{Bytes, BytesMut};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -183,9 +184,58 @@ pub fn unused_local_ports(n: usize) -> io::Result<Vec<u16>> {
     Ok(ports)
 }
 
+/// The DATA frames of one gRPC message as they arrive. A small message
+/// comes in one frame, which is kept as it is; only a message split over
+/// frames is copied together.
+#[derive(Debug, Default)]
+pub struct MessageChunks {
+    first: Option<Bytes>,
+    joined: BytesMut,
+}
+
+impl MessageChunks {
+    pub fn push(&mut self, chunk: Bytes) {
+        match self.first.take() {
+            None if self.joined.is_empty() => self.first = Some(chunk),
+            None => self.joined.extend_from_slice(&chunk),
+            Some(previous) => {
+                self.joined.extend_from_slice(&previous);
+                self.joined.extend_from_slice(&chunk);
+            }
+        }
+    }
+
+    /// What has arrived so far.
+    pub fn received(&self) -> &[u8] {
+        self.first.as_deref().unwrap_or(&self.joined[..])
+    }
+
+    pub fn into_bytes(self) -> Bytes {
+        self.first.unwrap_or_else(|| self.joined.freeze())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn message_chunks_keep_one_frame_and_join_several_in_order() {
+        let mut one = MessageChunks::default();
+        assert!(one.received().is_empty());
+        let frame = Bytes::from_static(b"abc");
+        one.push(frame.clone());
+        let kept = one.into_bytes();
+        assert_eq!(kept, frame);
+        assert_eq!(kept.as_ptr(), frame.as_ptr(), "one frame is not copied");
+
+        let mut three = MessageChunks::default();
+        for chunk in ["ab", "cd", "e"] {
+            three.push(Bytes::from_static(chunk.as_bytes()));
+        }
+        assert_eq!(three.received(), b"abcde");
+        assert_eq!(three.into_bytes(), Bytes::from_static(b"abcde"));
+    }
 
     #[test]
     fn unused_ports_are_distinct_bindable_and_below_the_ephemeral_range() {

@@ -23,16 +23,20 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use http::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
-use http_body::{Body as _, Frame};
+use http::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use http_body::Frame;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
+use konsen_rpc::net::MessageChunks;
 use prost::Message;
 use tonic::Status;
 
 /// Length of the prefix before each gRPC message: a compressed flag and a
 /// big-endian u32 length.
 const PREFIX_BYTES: usize = 5;
+// Looked up by `HeaderName`, which spares parsing the name on every call.
+const GRPC_ENCODING: HeaderName = HeaderName::from_static("grpc-encoding");
+const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 /// The longest `grpc-timeout` value the gRPC spec allows, in digits.
 const TIMEOUT_DIGITS_MAX: usize = 8;
 
@@ -65,13 +69,16 @@ impl http_body::Body for UnaryBody {
 
 /// Serves one unary call: decodes `request`'s body into `Req` (refusing a
 /// message over `message_bytes_max`), runs `handle`, and encodes its answer
-/// or its status.
-pub async fn unary<Req, Resp, F, Fut>(
-    request: http::Request<Incoming>,
+/// or its status. Generic over the request body (hyper's `Incoming` on a
+/// connection), so that tests can call it without one.
+pub async fn unary<B, Req, Resp, F, Fut>(
+    request: http::Request<B>,
     message_bytes_max: usize,
     handle: F,
 ) -> http::Response<tonic::body::Body>
 where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
     Req: Message + Default,
     Resp: Message,
     F: FnOnce(tonic::Request<Req>) -> Fut,
@@ -80,7 +87,9 @@ where
     let outcome = match grpc_timeout(request.headers()) {
         Ok(None) => call(request, message_bytes_max, handle).await,
         Ok(Some(timeout)) => {
-            match tokio::time::timeout(timeout, call(request, message_bytes_max, handle)).await {
+            // Boxed, so that the timer only enlarges the calls that set one.
+            let call = Box::pin(call(request, message_bytes_max, handle));
+            match tokio::time::timeout(timeout, call).await {
                 Ok(outcome) => outcome,
                 Err(_) => Err(Status::deadline_exceeded(format!(
                     "the call's deadline (grpc-timeout {timeout:?}) passed"
@@ -97,19 +106,21 @@ where
     }
 }
 
-async fn call<Req, Resp, F, Fut>(
-    request: http::Request<Incoming>,
+async fn call<B, Req, Resp, F, Fut>(
+    request: http::Request<B>,
     message_bytes_max: usize,
     handle: F,
 ) -> Result<http::Response<tonic::body::Body>, Status>
 where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
     Req: Message + Default,
     Resp: Message,
     F: FnOnce(tonic::Request<Req>) -> Fut,
     Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
 {
     let (parts, body) = request.into_parts();
-    if let Some(encoding) = parts.headers.get("grpc-encoding")
+    if let Some(encoding) = parts.headers.get(GRPC_ENCODING)
         && encoding != "identity"
     {
         return Err(Status::unimplemented(format!(
@@ -134,7 +145,7 @@ where
         .encode(&mut data)
         .map_err(|e| Status::internal(format!("encoding the response: {e}")))?;
     let mut trailers = HeaderMap::with_capacity(1);
-    trailers.insert("grpc-status", HeaderValue::from_static("0"));
+    trailers.insert(GRPC_STATUS, HeaderValue::from_static("0"));
     let mut headers = metadata.into_headers();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
     let mut response = http::Response::new(tonic::body::Body::new(UnaryBody {
@@ -146,26 +157,20 @@ where
 }
 
 /// The one message of a unary request body, without its prefix.
-async fn read_message(mut body: Incoming, message_bytes_max: usize) -> Result<Bytes, Status> {
-    // A small message arrives in one DATA frame, used as it is; only a
-    // message split over frames is copied together.
-    let mut first: Option<Bytes> = None;
-    let mut joined = BytesMut::new();
+async fn read_message<B>(mut body: B, message_bytes_max: usize) -> Result<Bytes, Status>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let mut chunks = MessageChunks::default();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| Status::cancelled(format!("reading the request: {e}")))?;
         let Ok(data) = frame.into_data() else {
             continue; // trailers: a unary request has no use for them
         };
-        match first.take() {
-            None if joined.is_empty() => first = Some(data),
-            None => joined.extend_from_slice(&data),
-            Some(previous) => {
-                joined.extend_from_slice(&previous);
-                joined.extend_from_slice(&data);
-            }
-        }
+        chunks.push(data);
         // Checked as it arrives, so a body never grows past one message.
-        let received = first.as_deref().unwrap_or(&joined[..]);
+        let received = chunks.received();
         if received.len() >= PREFIX_BYTES {
             check_length(received, message_bytes_max, false)?;
         }
@@ -173,7 +178,7 @@ async fn read_message(mut body: Incoming, message_bytes_max: usize) -> Result<By
             break;
         }
     }
-    let mut all = first.unwrap_or_else(|| joined.freeze());
+    let mut all = chunks.into_bytes();
     check_length(&all, message_bytes_max, true)?;
     all.advance(PREFIX_BYTES);
     Ok(all)
@@ -225,7 +230,7 @@ fn check_prefix(data: &[u8], message_bytes_max: usize) -> Result<usize, Status> 
 
 /// The `grpc-timeout` header's duration, if the client set one.
 fn grpc_timeout(headers: &HeaderMap) -> Result<Option<Duration>, HeaderValue> {
-    let Some(value) = headers.get("grpc-timeout") else {
+    let Some(value) = headers.get(GRPC_TIMEOUT) else {
         return Ok(None);
     };
     let bad = || value.clone();
@@ -250,6 +255,61 @@ fn grpc_timeout(headers: &HeaderMap) -> Result<Option<Duration>, HeaderValue> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http_body_util::Full;
+    use konsen_rpc::etcd::etcdserverpb::{PutRequest, PutResponse};
+    use tonic::Code;
+
+    /// A Put call as a client sends it, with `grpc-timeout` if given.
+    fn put_call(timeout: Option<&'static str>) -> http::Request<Full<Bytes>> {
+        let message = PutRequest {
+            key: b"k".to_vec(),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let mut body = vec![0];
+        body.extend_from_slice(&(message.len() as u32).to_be_bytes());
+        body.extend_from_slice(&message);
+        let mut request = http::Request::new(Full::new(Bytes::from(body)));
+        if let Some(timeout) = timeout {
+            request
+                .headers_mut()
+                .insert(GRPC_TIMEOUT, HeaderValue::from_static(timeout));
+        }
+        request
+    }
+
+    async fn answer(
+        request: tonic::Request<PutRequest>,
+    ) -> Result<tonic::Response<PutResponse>, Status> {
+        assert_eq!(request.get_ref().key, b"k");
+        Ok(tonic::Response::new(PutResponse::default()))
+    }
+
+    #[tokio::test]
+    async fn a_call_answers_with_one_message_and_status_zero() {
+        for timeout in [None, Some("5S")] {
+            let response = unary(put_call(timeout), 1024, answer).await;
+            let (parts, body) = response.into_parts();
+            assert_eq!(parts.headers[CONTENT_TYPE], "application/grpc");
+            let collected = body.collect().await.unwrap();
+            let trailers = collected.trailers().cloned().unwrap();
+            assert_eq!(trailers[GRPC_STATUS], "0", "{timeout:?}");
+            assert_eq!(collected.to_bytes()[..], [0, 0, 0, 0, 0]);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_call_past_its_grpc_timeout_fails_with_deadline_exceeded() {
+        let never = |_: tonic::Request<PutRequest>| {
+            std::future::pending::<Result<tonic::Response<PutResponse>, Status>>()
+        };
+        let call = unary(put_call(Some("20m")), 1024, never);
+        let response = tokio::time::timeout(Duration::from_secs(5), call)
+            .await
+            .expect("the call outlived its 20 ms deadline by seconds");
+        let status = Status::from_header_map(response.headers()).expect("a status");
+        assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    }
 
     #[test]
     fn grpc_timeout_reads_every_unit_and_refuses_malformed_values() {

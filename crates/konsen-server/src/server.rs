@@ -42,6 +42,11 @@ const CLIENT_MESSAGE_OVERHEAD_BYTES: usize = 512 * 1024;
 /// The largest peer message batch accepted.
 const PEER_MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
 
+/// The largest HTTP/2 frame a peer may send here. At the protocol's
+/// default of 16 KiB a leader's append of a few hundred entries went out
+/// as a string of frames, and a follower on the same core woke for each.
+const FRAME_BYTES_MAX: u32 = 1024 * 1024;
+
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the accept loop waits after a failed accept.
@@ -62,6 +67,7 @@ where
         // end vanished without a word (a partition, a power cut).
         .keep_alive_interval(KEEPALIVE_INTERVAL)
         .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .max_frame_size(FRAME_BYTES_MAX)
         // Like tonic's server and etcd: no per-connection stream limit;
         // `limits.concurrent_requests_max` bounds the calls being served.
         .max_concurrent_streams(None)

@@ -106,15 +106,29 @@ impl Shared {
         let deadline = Instant::now() + self.settings.request_timeout();
         // On the leader, the common case: the node loop answers by the
         // deadline, so this path arms no timer of its own.
-        let mut leader = match self.node.write(encoded.clone(), deadline).await {
-            Err(NodeError::NotLeader { leader }) => leader,
-            other => return other.map_err(|e| node_status(&e)),
-        };
+        match self.node.write(encoded.clone(), deadline).await {
+            // Boxed: the retries' timers and forwarding calls would
+            // otherwise enlarge every write's future, which is moved
+            // whole (ARCHITECTURE.md, "Where the time goes", item 18).
+            Err(NodeError::NotLeader { leader }) => {
+                Box::pin(self.write_elsewhere(leader, encoded, deadline)).await
+            }
+            other => other.map_err(|e| node_status(&e)),
+        }
+    }
+
+    /// The rest of [`Shared::write`] once this node turned out not to
+    /// lead: forwards to `leader`, or waits a tick for one and tries again.
+    async fn write_elsewhere(
+        &self,
+        mut leader: Option<NodeId>,
+        encoded: bytes::Bytes,
+        deadline: Instant,
+    ) -> Result<WriteOutcome, Status> {
         let attempts = async {
             loop {
                 if let Some(leader) = leader {
-                    // Boxed: the forwarding call's future is large, and
-                    // would otherwise enlarge every write's.
+                    // Boxed: the forwarding call's future is large.
                     match Box::pin(self.forward(leader, encoded.clone())).await {
                         Err(s) if s.message() == NOT_LEADER_MESSAGE => {}
                         other => return other,

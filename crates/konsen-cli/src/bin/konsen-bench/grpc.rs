@@ -20,8 +20,9 @@ use std::fmt;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use h2::client::SendRequest;
+use http::header::{CONTENT_TYPE, HeaderName, HeaderValue, TE};
 use http::{HeaderMap, Method, Request, Uri};
-use konsen_rpc::net::Unvectored;
+use konsen_rpc::net::{MessageChunks, Unvectored};
 use prost::Message;
 use tokio::net::TcpStream;
 
@@ -31,6 +32,9 @@ pub const RESPONSE_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// small responses never wait for a window update.
 const STREAM_WINDOW_BYTES: u32 = 1 << 20;
 const CONNECTION_WINDOW_BYTES: u32 = 16 << 20;
+// Header names known up front, so that no call parses one.
+const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
 
 /// Why a call failed.
 #[derive(Debug)]
@@ -111,15 +115,14 @@ impl Conn {
         request
             .encode(&mut body)
             .map_err(|e| CallError::Protocol(format!("encoding the request: {e}")))?;
-        let head = Request::builder()
-            .method(Method::POST)
-            .uri(uri.clone())
-            .header("content-type", "application/grpc")
-            .header("te", "trailers")
-            .body(())
-            .map_err(|e| CallError::Protocol(e.to_string()))?;
+        let mut head = Request::new(());
+        *head.method_mut() = Method::POST;
+        *head.uri_mut() = uri.clone();
+        let headers = head.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        headers.insert(TE, HeaderValue::from_static("trailers"));
         // Waits while the server's limit on concurrent streams is reached.
-        self.send = self.send.clone().ready().await?;
+        std::future::poll_fn(|cx| self.send.poll_ready(cx)).await?;
         let (response, mut stream) = self.send.send_request(head, false)?;
         stream.send_data(body.freeze(), true)?;
         let (parts, mut body) = response.await?.into_parts();
@@ -128,17 +131,18 @@ impl Conn {
         }
         // A response without a message carries its status in the headers.
         check_status(&parts.headers)?;
-        let mut message = BytesMut::new();
+        let mut message = MessageChunks::default();
         while let Some(chunk) = body.data().await {
             let chunk = chunk?;
             let _ = body.flow_control().release_capacity(chunk.len());
-            if message.len() + chunk.len() > 5 + RESPONSE_BYTES_MAX {
+            if message.received().len() + chunk.len() > 5 + RESPONSE_BYTES_MAX {
                 return Err(CallError::Protocol(format!(
                     "response larger than {RESPONSE_BYTES_MAX} bytes"
                 )));
             }
-            message.extend_from_slice(&chunk);
+            message.push(chunk);
         }
+        let message = message.into_bytes();
         match body.trailers().await? {
             Some(trailers) => check_status(&trailers)?,
             None if grpc_status(&parts.headers).is_none() => {
@@ -152,7 +156,7 @@ impl Conn {
 
 fn grpc_status(headers: &HeaderMap) -> Option<u32> {
     headers
-        .get("grpc-status")
+        .get(GRPC_STATUS)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
 }
@@ -164,7 +168,7 @@ fn check_status(headers: &HeaderMap) -> Result<(), CallError> {
             code,
             // Percent-encoded on the wire.
             message: headers
-                .get("grpc-message")
+                .get(GRPC_MESSAGE)
                 .map(|v| {
                     percent_encoding::percent_decode(v.as_bytes())
                         .decode_utf8_lossy()
