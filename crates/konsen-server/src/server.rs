@@ -42,9 +42,10 @@ const CLIENT_MESSAGE_OVERHEAD_BYTES: usize = 512 * 1024;
 /// The largest peer message batch accepted.
 const PEER_MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
 
-/// The largest HTTP/2 frame a peer may send here. At the protocol's
-/// default of 16 KiB a leader's append of a few hundred entries went out
-/// as a string of frames, and a follower on the same core woke for each.
+/// The largest HTTP/2 frame the other end of a connection (a client, or
+/// another node) may send here. At the protocol's default of 16 KiB a
+/// leader's append of a few hundred entries went out as a string of
+/// frames, and a follower on the same core woke for each.
 const FRAME_BYTES_MAX: u32 = 1024 * 1024;
 
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);

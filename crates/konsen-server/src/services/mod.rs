@@ -109,7 +109,7 @@ impl Shared {
         match self.node.write(encoded.clone(), deadline).await {
             // Boxed: the retries' timers and forwarding calls would
             // otherwise enlarge every write's future, which is moved
-            // whole (ARCHITECTURE.md, "Where the time goes", item 18).
+            // whole (ARCHITECTURE.md, "Where the time goes", item 19).
             Err(NodeError::NotLeader { leader }) => {
                 Box::pin(self.write_elsewhere(leader, encoded, deadline)).await
             }
