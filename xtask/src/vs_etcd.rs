@@ -5,9 +5,10 @@
 //! after the 1000-client row.
 //!
 //! On a small shared machine one run swings by 10-25 % per row. With
-//! `--rounds N` the pair of clusters runs N times, alternating (fresh
-//! clusters each round); the table shows medians, and the ratio column is
-//! the median of the per-round ratios, with their range beside it.
+//! `--rounds N` the pair of clusters runs N times (fresh clusters each
+//! round, etcd first in odd rounds and konsen first in even ones); the
+//! table shows medians, and the ratio column is the median of the
+//! per-round ratios, with their range beside it.
 //!
 //! etcd is Debian's `etcd-server` package (installed with apt-get when
 //! missing); the load generator is `konsen-bench`, which speaks the etcd v3
@@ -181,16 +182,26 @@ pub fn run(options: &Options) -> Result<()> {
             println!("[vs-etcd] round {} of {rounds}", round + 1);
         }
         let round_dir = dir.join(format!("round-{}", round + 1));
-        let (etcd_rows, rss) = {
+        let run_etcd = || -> Result<(Vec<Measured>, Vec<f64>)> {
             let mut cluster = start_etcd(&etcd, &round_dir.join("etcd"))?;
-            measure(&bench, &mut cluster, options.duration_secs)?
+            measure(&bench, &mut cluster, options.duration_secs)
         };
-        etcd_rss = rss;
-        let (konsen_rows, rss) = {
+        let run_konsen = || -> Result<(Vec<Measured>, Vec<f64>)> {
             let mut cluster = start_konsen(&binaries.server, &round_dir.join("konsen"))?;
-            measure(&bench, &mut cluster, options.duration_secs)?
+            measure(&bench, &mut cluster, options.duration_secs)
         };
-        konsen_rss = rss;
+        // The order flips every round (etcd first in rounds 1, 3, ...), so
+        // that a drift of the machine over a run, or any effect of going
+        // first, does not always favour the same cluster.
+        let ((etcd_rows, rss_e), (konsen_rows, rss_k)) = if round % 2 == 0 {
+            let e = run_etcd()?;
+            (e, run_konsen()?)
+        } else {
+            let k = run_konsen()?;
+            (run_etcd()?, k)
+        };
+        etcd_rss = rss_e;
+        konsen_rss = rss_k;
         results.push((etcd_rows, konsen_rows));
     }
 
