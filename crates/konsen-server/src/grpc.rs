@@ -1,9 +1,10 @@
-//! Unary gRPC calls served straight on hyper, for the client calls that
-//! carry the load: KV Put, Range and DeleteRange.
+//! Unary gRPC calls served straight on the HTTP/2 stream, for the client
+//! calls that carry the load: KV Range and DeleteRange (and Put, when it
+//! does not take `put.rs`, which shares the helpers here).
 //!
 //! tonic's server puts its router (an axum router behind boxed, cloned
 //! services), its load-shed, concurrency and timeout layers, and its
-//! streaming codec between hyper and a unary handler, and a busy leader
+//! streaming codec between the connection and a unary handler, and a busy leader
 //! paid for them on every request (ARCHITECTURE.md, "Where the time
 //! goes"). Here a call is: collect the request body (one DATA frame, as a
 //! rule), check its 5-byte gRPC prefix, decode, run the handler, and answer
@@ -32,11 +33,11 @@ use tonic::Status;
 
 /// Length of the prefix before each gRPC message: a compressed flag and a
 /// big-endian u32 length.
-const PREFIX_BYTES: usize = 5;
+pub(crate) const PREFIX_BYTES: usize = 5;
 // Looked up by `HeaderName`, which spares parsing the name on every call.
-const GRPC_ENCODING: HeaderName = HeaderName::from_static("grpc-encoding");
+pub(crate) const GRPC_ENCODING: HeaderName = HeaderName::from_static("grpc-encoding");
 const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
-const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+pub(crate) const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 /// The longest `grpc-timeout` value the gRPC spec allows, in digits.
 const TIMEOUT_DIGITS_MAX: usize = 8;
 
@@ -69,7 +70,7 @@ impl http_body::Body for UnaryBody {
 
 /// Serves one unary call: decodes `request`'s body into `Req` (refusing a
 /// message over `message_bytes_max`), runs `handle`, and encodes its answer
-/// or its status. Generic over the request body (hyper's `Incoming` on a
+/// or its status. Generic over the request body (`server::H2Body` on a
 /// connection), so that tests can call it without one.
 pub async fn unary<B, Req, Resp, F, Fut>(
     request: http::Request<B>,
@@ -135,25 +136,36 @@ where
     *request.metadata_mut() = tonic::metadata::MetadataMap::from_headers(parts.headers);
     let (metadata, response, _) = handle(request).await?.into_parts();
 
-    let len = response.encoded_len();
+    let data = encode_message(&response)?;
+    let mut headers = metadata.into_headers();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    let mut response = http::Response::new(tonic::body::Body::new(UnaryBody {
+        data: Some(data),
+        trailers: Some(ok_trailers()),
+    }));
+    *response.headers_mut() = headers;
+    Ok(response)
+}
+
+/// `message` with its 5-byte gRPC prefix, as one DATA frame carries it.
+pub(crate) fn encode_message<M: Message>(message: &M) -> Result<Bytes, Status> {
+    let len = message.encoded_len();
     let len_u32 = u32::try_from(len)
         .map_err(|_| Status::internal(format!("a {len}-byte response is too large for gRPC")))?;
     let mut data = BytesMut::with_capacity(PREFIX_BYTES + len);
     data.put_u8(0);
     data.put_u32(len_u32);
-    response
+    message
         .encode(&mut data)
         .map_err(|e| Status::internal(format!("encoding the response: {e}")))?;
+    Ok(data.freeze())
+}
+
+/// The trailers of a call that succeeded: `grpc-status: 0`.
+pub(crate) fn ok_trailers() -> HeaderMap {
     let mut trailers = HeaderMap::with_capacity(1);
     trailers.insert(GRPC_STATUS, HeaderValue::from_static("0"));
-    let mut headers = metadata.into_headers();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-    let mut response = http::Response::new(tonic::body::Body::new(UnaryBody {
-        data: Some(data.freeze()),
-        trailers: Some(trailers),
-    }));
-    *response.headers_mut() = headers;
-    Ok(response)
+    trailers
 }
 
 /// The one message of a unary request body, without its prefix.
@@ -186,7 +198,11 @@ where
 
 /// Checks what has arrived of a request body, `complete` or not: one gRPC
 /// message, uncompressed, of at most `message_bytes_max` bytes.
-fn check_length(received: &[u8], message_bytes_max: usize, complete: bool) -> Result<(), Status> {
+pub(crate) fn check_length(
+    received: &[u8],
+    message_bytes_max: usize,
+    complete: bool,
+) -> Result<(), Status> {
     if received.len() < PREFIX_BYTES {
         return Err(Status::internal("the request carries no gRPC message"));
     }
@@ -229,7 +245,7 @@ fn check_prefix(data: &[u8], message_bytes_max: usize) -> Result<usize, Status> 
 }
 
 /// The `grpc-timeout` header's duration, if the client set one.
-fn grpc_timeout(headers: &HeaderMap) -> Result<Option<Duration>, HeaderValue> {
+pub(crate) fn grpc_timeout(headers: &HeaderMap) -> Result<Option<Duration>, HeaderValue> {
     let Some(value) = headers.get(GRPC_TIMEOUT) else {
         return Ok(None);
     };

@@ -18,6 +18,7 @@ pub mod args;
 mod grpc;
 pub mod logging;
 mod node;
+mod put;
 mod server;
 mod services;
 pub mod settings;

@@ -400,7 +400,7 @@ impl Driver {
         reply: super::waiters::WriteReply,
     ) {
         if self.waiters.writes_full() {
-            let _ = reply.send(Err(NodeError::Busy(
+            reply.send(Err(NodeError::Busy(
                 "too many writes waiting (limits.pending_proposals_max)".into(),
             )));
             return;
@@ -415,13 +415,13 @@ impl Driver {
                 },
             ),
             Err(ProposeError::NotLeader { leader }) => {
-                let _ = reply.send(Err(NodeError::NotLeader { leader }));
+                reply.send(Err(NodeError::NotLeader { leader }));
             }
             Err(ProposeError::Transferring { .. }) => {
-                let _ = reply.send(Err(NodeError::LeaderChanged));
+                reply.send(Err(NodeError::LeaderChanged));
             }
             Err(e @ ProposeError::Backpressure { .. }) => {
-                let _ = reply.send(Err(NodeError::Busy(e.to_string())));
+                reply.send(Err(NodeError::Busy(e.to_string())));
             }
         }
     }
@@ -571,7 +571,7 @@ impl Driver {
                     // Another leader's entry took this index.
                     Err(NodeError::LeaderChanged)
                 };
-                let _ = write.reply.send(answer);
+                write.reply.send(answer);
             }
         }
         for read in ready.read_states {

@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 pub use driver::spawn;
+pub(crate) use waiters::{WriteCallback, WriteReply};
 
 /// Why the node could not serve a request.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -67,7 +68,7 @@ pub(crate) enum Request {
         command: Bytes,
         /// When the loop gives up waiting for it (`NodeError::TimedOut`).
         deadline: Instant,
-        reply: oneshot::Sender<Result<WriteOutcome, NodeError>>,
+        reply: WriteReply,
     },
     /// Wait until a linearizable read may be served here (ReadIndex: the
     /// leader confirmed its read index, and this node applied up to it);
@@ -111,6 +112,11 @@ pub struct NodeStatus {
     pub data_size_bytes: u64,
 }
 
+/// A client request meeting the node loop's full request queue.
+fn busy() -> NodeError {
+    NodeError::Busy("the node's request queue is full (limits.pending_proposals_max)".into())
+}
+
 /// The services' handle on the node loop. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct NodeHandle {
@@ -134,9 +140,29 @@ impl NodeHandle {
         self.submit(Request::Write {
             command,
             deadline,
-            reply,
+            reply: WriteReply::Channel(reply),
         })?;
         rx.await.map_err(|_| NodeError::Stopped)?
+    }
+
+    /// [`NodeHandle::write`] without a task waiting: the node loop calls
+    /// `answer` with the outcome, on its own thread, so it must not block.
+    /// If the loop cannot take the write, `answer` runs here and now.
+    pub(crate) fn write_then(&self, command: Bytes, deadline: Instant, answer: WriteCallback) {
+        let request = Request::Write {
+            command,
+            deadline,
+            reply: WriteReply::Call(answer),
+        };
+        if let Err(e) = self.requests.try_send(request) {
+            let (error, request) = match e {
+                mpsc::error::TrySendError::Full(r) => (busy(), r),
+                mpsc::error::TrySendError::Closed(r) => (NodeError::Stopped, r),
+            };
+            if let Request::Write { reply, .. } = request {
+                reply.send(Err(error));
+            }
+        }
     }
 
     /// Waits until this node's applied state may serve a linearizable read
@@ -149,9 +175,7 @@ impl NodeHandle {
 
     fn submit(&self, request: Request) -> Result<(), NodeError> {
         self.requests.try_send(request).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => NodeError::Busy(
-                "the node's request queue is full (limits.pending_proposals_max)".into(),
-            ),
+            mpsc::error::TrySendError::Full(_) => busy(),
             mpsc::error::TrySendError::Closed(_) => NodeError::Stopped,
         })
     }

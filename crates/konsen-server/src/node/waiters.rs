@@ -16,7 +16,49 @@ use tokio::time::Instant;
 
 use super::NodeError;
 
-pub(crate) type WriteReply = oneshot::Sender<Result<WriteOutcome, NodeError>>;
+/// How a waiting write is answered.
+pub(crate) enum WriteReply {
+    /// A task awaits the answer ([`super::NodeHandle::write`]).
+    Channel(oneshot::Sender<Result<WriteOutcome, NodeError>>),
+    /// The answer is handled where the loop produces it, on the loop's
+    /// thread: the unary Put path (`put.rs`) answers its HTTP/2 stream from
+    /// here, with no task, channel or wake-up per call. It must not block.
+    Call(WriteCallback),
+}
+
+/// What a [`WriteReply::Call`] runs with the write's answer.
+pub(crate) type WriteCallback = Box<dyn FnOnce(Result<WriteOutcome, NodeError>) + Send>;
+
+impl WriteReply {
+    /// Hands over the answer (to nobody, if the client went away).
+    pub fn send(self, answer: Result<WriteOutcome, NodeError>) {
+        match self {
+            WriteReply::Channel(tx) => {
+                let _ = tx.send(answer);
+            }
+            WriteReply::Call(call) => call(answer),
+        }
+    }
+
+    /// Whether nobody waits any more. A callback cannot tell; it is
+    /// answered by its deadline at the latest.
+    fn is_closed(&self) -> bool {
+        match self {
+            WriteReply::Channel(tx) => tx.is_closed(),
+            WriteReply::Call(_) => false,
+        }
+    }
+}
+
+impl std::fmt::Debug for WriteReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            WriteReply::Channel(_) => "WriteReply::Channel",
+            WriteReply::Call(_) => "WriteReply::Call",
+        })
+    }
+}
+
 /// A linearizable read, told the term once it may be served (its read index
 /// is applied); the reading itself is the caller's.
 pub(crate) type ReadReply = oneshot::Sender<Result<Term, NodeError>>;
@@ -65,7 +107,7 @@ impl Waiters {
         // An index proposed again means the earlier proposal there lost its
         // place (a new term overwrote it).
         if let Some(old) = self.writes.insert(index, write) {
-            let _ = old.reply.send(Err(NodeError::LeaderChanged));
+            old.reply.send(Err(NodeError::LeaderChanged));
         }
     }
 
@@ -108,7 +150,7 @@ impl Waiters {
     /// decided elsewhere now).
     pub fn fail_writes(&mut self, error: NodeError) {
         for (_, w) in std::mem::take(&mut self.writes) {
-            let _ = w.reply.send(Err(error.clone()));
+            w.reply.send(Err(error.clone()));
         }
     }
 
@@ -135,7 +177,7 @@ impl Waiters {
             .collect();
         for index in expired {
             if let Some(w) = self.writes.remove(&index) {
-                let _ = w.reply.send(Err(NodeError::TimedOut));
+                w.reply.send(Err(NodeError::TimedOut));
             }
         }
     }
@@ -173,7 +215,7 @@ mod tests {
             PendingWrite {
                 term,
                 deadline,
-                reply,
+                reply: WriteReply::Channel(reply),
             },
             rx,
         )
@@ -242,6 +284,35 @@ mod tests {
         assert!(late_rx.try_recv().is_err(), "not yet answered");
         assert!(w.take_write(1).is_none());
         assert!(w.take_write(2).is_some());
+    }
+
+    #[test]
+    fn a_callback_is_called_once_with_the_answer_and_never_pruned() {
+        use std::sync::{Arc, Mutex};
+        let answers = Arc::new(Mutex::new(Vec::new()));
+        let mut w = Waiters::new(4);
+        let now = Instant::now();
+        for index in [1, 2] {
+            let answers = Arc::clone(&answers);
+            let call = move |answer| answers.lock().unwrap().push((index, answer));
+            let write = PendingWrite {
+                term: 1,
+                deadline: now + std::time::Duration::from_secs(index),
+                reply: WriteReply::Call(Box::new(call)),
+            };
+            w.add_write(index, write);
+        }
+        // Nobody can be seen to have gone: it stays until answered.
+        w.prune_abandoned();
+        assert!(answers.lock().unwrap().is_empty());
+        w.expire_writes(now + std::time::Duration::from_secs(1));
+        assert_eq!(*answers.lock().unwrap(), [(1, Err(NodeError::TimedOut))]);
+        w.fail_writes(NodeError::LeaderChanged);
+        assert_eq!(
+            answers.lock().unwrap()[1..],
+            [(2, Err(NodeError::LeaderChanged))]
+        );
+        assert!(w.take_write(2).is_none());
     }
 
     #[test]

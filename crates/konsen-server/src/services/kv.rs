@@ -8,8 +8,8 @@
 use std::cmp::Ordering;
 
 use konsen_rpc::convert::{
-    RangeExtras, WriteResult, delete_request_to_command, key_value_to_etcd, put_request_to_command,
-    range_request_from_etcd,
+    RangeExtras, WriteOutcome, WriteResult, delete_request_to_command, key_value_to_etcd,
+    put_request_to_command, range_request_from_etcd,
 };
 use konsen_rpc::etcd::etcdserverpb::range_request::{SortOrder, SortTarget};
 use konsen_rpc::etcd::etcdserverpb::{
@@ -20,6 +20,20 @@ use konsen_storage::KeyValue;
 use tonic::{Request, Response, Status};
 
 use super::Shared;
+
+/// A Put's answer, from the outcome of its write.
+pub(crate) fn put_response(shared: &Shared, outcome: WriteOutcome) -> Result<PutResponse, Status> {
+    match outcome.result {
+        WriteResult::Put(p) => Ok(PutResponse {
+            header: Some(shared.header(p.revision, outcome.term)),
+            prev_kv: p.prev_kv.map(key_value_to_etcd),
+        }),
+        WriteResult::Rejected(why) => Err(Status::invalid_argument(format!("etcdserver: {why}"))),
+        WriteResult::DeleteRange(_) => {
+            Err(Status::internal("a put was answered with a delete result"))
+        }
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct KvService {
@@ -74,24 +88,15 @@ impl Kv for KvService {
         }))
     }
 
+    /// Served by `put.rs` on a connection; this one is for callers of the
+    /// service itself.
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         let _permit = self.shared.admit()?;
         let outcome = self
             .shared
             .write(put_request_to_command(request.into_inner()))
             .await?;
-        match outcome.result {
-            WriteResult::Put(p) => Ok(Response::new(PutResponse {
-                header: Some(self.shared.header(p.revision, outcome.term)),
-                prev_kv: p.prev_kv.map(key_value_to_etcd),
-            })),
-            WriteResult::Rejected(why) => {
-                Err(Status::invalid_argument(format!("etcdserver: {why}")))
-            }
-            WriteResult::DeleteRange(_) => {
-                Err(Status::internal("a put was answered with a delete result"))
-            }
-        }
+        put_response(&self.shared, outcome).map(Response::new)
     }
 
     async fn delete_range(

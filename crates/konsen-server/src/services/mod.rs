@@ -29,6 +29,7 @@ use tonic::transport::Channel;
 
 pub use cluster::ClusterService;
 pub use kv::KvService;
+pub(crate) use kv::put_response;
 pub use maintenance::MaintenanceService;
 pub use peer::PeerService;
 
@@ -119,7 +120,7 @@ impl Shared {
 
     /// The rest of [`Shared::write`] once this node turned out not to
     /// lead: forwards to `leader`, or waits a tick for one and tries again.
-    async fn write_elsewhere(
+    pub(crate) async fn write_elsewhere(
         &self,
         mut leader: Option<NodeId>,
         encoded: bytes::Bytes,
