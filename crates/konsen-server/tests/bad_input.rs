@@ -92,3 +92,62 @@ fn a_bad_config_names_the_field_and_the_file() {
     assert!(stderr.contains("election_ticks"), "{stderr}");
     assert!(stderr.contains(config.to_str().unwrap()), "{stderr}");
 }
+
+/// A client whose end of the connection went silent (a partition, a
+/// frozen process) is pinged after 10 s and dropped 5 s later, so that its
+/// streams and their waiters do not live on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_that_answers_no_ping_is_closed() {
+    let cluster = TestCluster::start(1);
+    cluster.wait_for_leader(&[1]).await;
+    let endpoint = cluster.endpoint(1).to_string();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(endpoint).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        // The client preface and an empty SETTINGS frame; nothing after.
+        stream
+            .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+            .unwrap();
+        let started = std::time::Instant::now();
+        let (mut received, mut pinged_at) = (Vec::new(), None);
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) => return (pinged_at, started.elapsed()),
+                Ok(n) => received.extend_from_slice(&buf[..n]),
+                Err(e) => panic!(
+                    "the connection stayed open for {:?}: {e}",
+                    started.elapsed()
+                ),
+            }
+            // Frames: a 24-bit length, a type (6 is PING), flags, stream.
+            while received.len() >= 9 {
+                let len = usize::from(received[0]) << 16
+                    | usize::from(received[1]) << 8
+                    | usize::from(received[2]);
+                if received.len() < 9 + len {
+                    break;
+                }
+                if received[3] == 6 && pinged_at.is_none() {
+                    pinged_at = Some(started.elapsed());
+                }
+                received.drain(..9 + len);
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let (pinged_at, closed_at) = outcome;
+    let pinged_at = pinged_at.expect("a PING before the connection closed");
+    assert!(
+        pinged_at >= Duration::from_secs(9) && pinged_at < Duration::from_secs(13),
+        "pinged after {pinged_at:?}"
+    );
+    let unanswered = closed_at - pinged_at;
+    assert!(
+        unanswered >= Duration::from_secs(4) && unanswered < Duration::from_secs(8),
+        "closed {unanswered:?} after an unanswered ping"
+    );
+}
