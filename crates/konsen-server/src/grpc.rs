@@ -1,6 +1,6 @@
 //! Unary gRPC calls served straight on the HTTP/2 stream, for the client
-//! calls that carry the load: KV Range and DeleteRange (and Put, when it
-//! does not take `put.rs`, which shares the helpers here).
+//! calls that carry the load: KV Range and DeleteRange here, and the
+//! header checks, body reading and encoding that KV Put (`put.rs`) shares.
 //!
 //! tonic's server puts its router (an axum router behind boxed, cloned
 //! services), its load-shed, concurrency and timeout layers, and its
@@ -18,26 +18,25 @@
 //! compression enabled), the decoding size limit (RESOURCE_EXHAUSTED), and
 //! response metadata set by a handler.
 
-use std::future::Future;
+use std::future::{Future, poll_fn};
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use http_body::Frame;
-use http_body_util::BodyExt;
 use konsen_rpc::net::MessageChunks;
 use prost::Message;
 use tonic::Status;
 
 /// Length of the prefix before each gRPC message: a compressed flag and a
 /// big-endian u32 length.
-pub(crate) const PREFIX_BYTES: usize = 5;
+const PREFIX_BYTES: usize = 5;
 // Looked up by `HeaderName`, which spares parsing the name on every call.
-pub(crate) const GRPC_ENCODING: HeaderName = HeaderName::from_static("grpc-encoding");
+const GRPC_ENCODING: HeaderName = HeaderName::from_static("grpc-encoding");
 const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
-pub(crate) const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 /// The longest `grpc-timeout` value the gRPC spec allows, in digits.
 const TIMEOUT_DIGITS_MAX: usize = 8;
 
@@ -85,21 +84,17 @@ where
     F: FnOnce(tonic::Request<Req>) -> Fut,
     Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
 {
-    let outcome = match grpc_timeout(request.headers()) {
+    let outcome = match check_headers(request.headers()) {
         Ok(None) => call(request, message_bytes_max, handle).await,
         Ok(Some(timeout)) => {
             // Boxed, so that the timer only enlarges the calls that set one.
             let call = Box::pin(call(request, message_bytes_max, handle));
             match tokio::time::timeout(timeout, call).await {
                 Ok(outcome) => outcome,
-                Err(_) => Err(Status::deadline_exceeded(format!(
-                    "the call's deadline (grpc-timeout {timeout:?}) passed"
-                ))),
+                Err(_) => Err(deadline_passed(timeout)),
             }
         }
-        Err(bad) => Err(Status::invalid_argument(format!(
-            "invalid grpc-timeout header: {bad:?}"
-        ))),
+        Err(status) => Err(status),
     };
     match outcome {
         Ok(response) => response,
@@ -120,16 +115,9 @@ where
     F: FnOnce(tonic::Request<Req>) -> Fut,
     Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
 {
-    let (parts, body) = request.into_parts();
-    if let Some(encoding) = parts.headers.get(GRPC_ENCODING)
-        && encoding != "identity"
-    {
-        return Err(Status::unimplemented(format!(
-            "Content is compressed with `{}` which isn't supported",
-            String::from_utf8_lossy(encoding.as_bytes())
-        )));
-    }
-    let message = read_message(body, message_bytes_max).await?;
+    let (parts, mut body) = request.into_parts();
+    let mut chunks = MessageChunks::default();
+    let message = poll_fn(|cx| poll_message(cx, &mut body, &mut chunks, message_bytes_max)).await?;
     let decoded = Req::decode(message)
         .map_err(|e| Status::internal(format!("failed to decode Protobuf message: {e}")))?;
     let mut request = tonic::Request::new(decoded);
@@ -168,32 +156,68 @@ pub(crate) fn ok_trailers() -> HeaderMap {
     trailers
 }
 
-/// The one message of a unary request body, without its prefix.
-async fn read_message<B>(mut body: B, message_bytes_max: usize) -> Result<Bytes, Status>
+/// What a unary call's headers must pass: no compression, and a
+/// well-formed `grpc-timeout`, whose duration is returned if there is one.
+pub(crate) fn check_headers(headers: &HeaderMap) -> Result<Option<Duration>, Status> {
+    let timeout = grpc_timeout(headers)
+        .map_err(|bad| Status::invalid_argument(format!("invalid grpc-timeout header: {bad:?}")))?;
+    if let Some(encoding) = headers.get(GRPC_ENCODING)
+        && encoding != "identity"
+    {
+        return Err(Status::unimplemented(format!(
+            "Content is compressed with `{}` which isn't supported",
+            String::from_utf8_lossy(encoding.as_bytes())
+        )));
+    }
+    Ok(timeout)
+}
+
+/// The status of a call whose `grpc-timeout` ran out.
+pub(crate) fn deadline_passed(timeout: Duration) -> Status {
+    Status::deadline_exceeded(format!(
+        "the call's deadline (grpc-timeout {timeout:?}) passed"
+    ))
+}
+
+/// Reads a unary request body into `chunks` until it ends, checking each
+/// piece as it arrives (so that a body never grows past one message);
+/// then the one message, without its prefix. A poll function, so that a
+/// caller may try it once without a task (`put.rs`).
+pub(crate) fn poll_message<B>(
+    cx: &mut Context<'_>,
+    body: &mut B,
+    chunks: &mut MessageChunks,
+    message_bytes_max: usize,
+) -> Poll<Result<Bytes, Status>>
 where
     B: http_body::Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
 {
-    let mut chunks = MessageChunks::default();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| Status::cancelled(format!("reading the request: {e}")))?;
-        let Ok(data) = frame.into_data() else {
-            continue; // trailers: a unary request has no use for them
-        };
-        chunks.push(data);
-        // Checked as it arrives, so a body never grows past one message.
-        let received = chunks.received();
-        if received.len() >= PREFIX_BYTES {
-            check_length(received, message_bytes_max, false)?;
-        }
-        if body.is_end_stream() {
-            break;
+    loop {
+        match ready!(Pin::new(&mut *body).poll_frame(cx)) {
+            Some(Ok(frame)) => {
+                let Ok(data) = frame.into_data() else {
+                    continue; // trailers: a unary request has no use for them
+                };
+                chunks.push(data);
+                let received = chunks.received();
+                if received.len() >= PREFIX_BYTES {
+                    check_length(received, message_bytes_max, false)?;
+                }
+                if body.is_end_stream() {
+                    break;
+                }
+            }
+            Some(Err(e)) => {
+                return Poll::Ready(Err(Status::cancelled(format!("reading the request: {e}"))));
+            }
+            None => break,
         }
     }
-    let mut all = chunks.into_bytes();
+    let mut all = std::mem::take(chunks).into_bytes();
     check_length(&all, message_bytes_max, true)?;
     all.advance(PREFIX_BYTES);
-    Ok(all)
+    Poll::Ready(Ok(all))
 }
 
 /// Checks what has arrived of a request body, `complete` or not: one gRPC
@@ -271,7 +295,7 @@ pub(crate) fn grpc_timeout(headers: &HeaderMap) -> Result<Option<Duration>, Head
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http_body_util::Full;
+    use http_body_util::{BodyExt, Full};
     use konsen_rpc::etcd::etcdserverpb::{PutRequest, PutResponse};
     use tonic::Code;
 

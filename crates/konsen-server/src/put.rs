@@ -17,11 +17,12 @@
 //! of it and `limits.request_timeout_ms`; past it the call fails with
 //! DEADLINE_EXCEEDED at the node loop's next tick).
 
+use std::future::poll_fn;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use h2::RecvStream;
 use h2::server::SendResponse;
 use http::HeaderValue;
@@ -34,8 +35,9 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tonic::Status;
 
-use crate::grpc::{self, GRPC_ENCODING, PREFIX_BYTES};
+use crate::grpc;
 use crate::node::NodeError;
+use crate::server::H2Body;
 use crate::services::{Shared, node_status, put_response, request_status, timed_out};
 
 /// What every Put on this node's connections shares.
@@ -61,84 +63,27 @@ pub(crate) fn serve(
     request: http::Request<RecvStream>,
     respond: SendResponse<Bytes>,
 ) {
-    let (parts, mut body) = request.into_parts();
-    if let Some(encoding) = parts.headers.get(GRPC_ENCODING)
-        && encoding != "identity"
-    {
-        let status = Status::unimplemented(format!(
-            "Content is compressed with `{}` which isn't supported",
-            String::from_utf8_lossy(encoding.as_bytes())
-        ));
-        return send_status(respond, status);
-    }
-    let timeout = match grpc::grpc_timeout(&parts.headers) {
+    let (parts, body) = request.into_parts();
+    let timeout = match grpc::check_headers(&parts.headers) {
         Ok(timeout) => timeout,
-        Err(bad) => {
-            let status = Status::invalid_argument(format!("invalid grpc-timeout header: {bad:?}"));
-            return send_status(respond, status);
-        }
+        Err(status) => return send_status(respond, status),
     };
-    let mut chunks = MessageChunks::default();
+    let (mut body, mut chunks) = (H2Body::new(body), MessageChunks::default());
+    let max = path.message_bytes_max;
     // A waker that does nothing: if the body is not all here, a task
     // takes over and polls again with its own.
     let mut cx = Context::from_waker(Waker::noop());
-    match read_body(&mut cx, &mut body, &mut chunks, path.message_bytes_max) {
-        Poll::Ready(Ok(())) => propose(path, message(chunks, path), timeout, respond),
-        Poll::Ready(Err(status)) => send_status(respond, status),
+    match grpc::poll_message(&mut cx, &mut body, &mut chunks, max) {
+        Poll::Ready(message) => propose(path, message, timeout, respond),
         Poll::Pending => {
             let path = Arc::clone(path);
             tokio::spawn(async move {
-                let max = path.message_bytes_max;
-                let read =
-                    std::future::poll_fn(|cx| read_body(cx, &mut body, &mut chunks, max)).await;
-                match read {
-                    Ok(()) => propose(&path, message(chunks, &path), timeout, respond),
-                    Err(status) => send_status(respond, status),
-                }
+                let message =
+                    poll_fn(|cx| grpc::poll_message(cx, &mut body, &mut chunks, max)).await;
+                propose(&path, message, timeout, respond);
             });
         }
     }
-}
-
-/// Reads the request body into `chunks` until it ends, checking each piece
-/// as it arrives (one uncompressed message of at most `max` bytes).
-fn read_body(
-    cx: &mut Context<'_>,
-    body: &mut RecvStream,
-    chunks: &mut MessageChunks,
-    max: usize,
-) -> Poll<Result<(), Status>> {
-    loop {
-        match body.poll_data(cx) {
-            Poll::Ready(Some(Ok(data))) => {
-                // Given back at once: the message is whole in `chunks`.
-                let _ = body.flow_control().release_capacity(data.len());
-                chunks.push(data);
-                let received = chunks.received();
-                if received.len() >= PREFIX_BYTES
-                    && let Err(status) = grpc::check_length(received, max, false)
-                {
-                    return Poll::Ready(Err(status));
-                }
-                if body.is_end_stream() {
-                    return Poll::Ready(Ok(()));
-                }
-            }
-            Poll::Ready(Some(Err(e))) => {
-                return Poll::Ready(Err(Status::cancelled(format!("reading the request: {e}"))));
-            }
-            Poll::Ready(None) => return Poll::Ready(Ok(())),
-            Poll::Pending => return Poll::Pending,
-        }
-    }
-}
-
-/// The whole body's one message, without its prefix; checked.
-fn message(chunks: MessageChunks, path: &PutPath) -> Result<Bytes, Status> {
-    let mut all = chunks.into_bytes();
-    grpc::check_length(&all, path.message_bytes_max, true)?;
-    all.advance(PREFIX_BYTES);
-    Ok(all)
 }
 
 /// Decodes, admits, checks and proposes the Put; its answer comes from the
@@ -236,9 +181,7 @@ impl Waiting {
     fn client_status(&self, status: Status) -> Status {
         match self.client_deadline {
             Some(timeout) if status.code() == tonic::Code::DeadlineExceeded => {
-                Status::deadline_exceeded(format!(
-                    "the call's deadline (grpc-timeout {timeout:?}) passed"
-                ))
+                grpc::deadline_passed(timeout)
             }
             _ => status,
         }

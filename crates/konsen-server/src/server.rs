@@ -231,9 +231,6 @@ impl Router {
         let max = self.client_message_bytes_max;
         let kv = &self.kv;
         match request.uri().path() {
-            // Put is served by `put.rs` on a connection; through the
-            // service, should anything route it here.
-            PUT_PATH => unary(request, max, kv, |kv, r| async move { kv.put(r).await }),
             "/etcdserverpb.KV/Range" => {
                 unary(request, max, kv, |kv, r| async move { kv.range(r).await })
             }
@@ -379,7 +376,7 @@ pub(crate) struct H2Body {
 }
 
 impl H2Body {
-    fn new(recv: RecvStream) -> H2Body {
+    pub(crate) fn new(recv: RecvStream) -> H2Body {
         H2Body {
             recv,
             data_done: false,
