@@ -114,6 +114,11 @@ enum Bench {
         /// Take konsen-server and konsen-bench from DIR instead of building.
         #[arg(long, value_name = "DIR")]
         bin_dir: Option<PathBuf>,
+        /// Instead of the rows: PUTS puts to 1,000 keys on each cluster
+        /// (auto-compaction keeping 10,000 revisions on both), then each
+        /// server's RSS and data dir size on disk.
+        #[arg(long, value_name = "PUTS")]
+        footprint: Option<u64>,
     },
 }
 
@@ -154,11 +159,13 @@ fn main() -> Result<()> {
                     duration,
                     rounds,
                     bin_dir,
+                    footprint,
                 },
         } => vs_etcd::run(&vs_etcd::Options {
             duration_secs: duration,
             rounds: rounds as usize,
             bin_dir,
+            footprint_puts: footprint,
         }),
     }
 }

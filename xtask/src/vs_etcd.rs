@@ -10,6 +10,11 @@
 //! table shows medians, and the ratio column is the median of the
 //! per-round ratios, with their range beside it.
 //!
+//! With `--footprint PUTS` it measures memory and disk instead: PUTS puts
+//! (100 clients) to 1,000 keys on each cluster, both with auto-compaction
+//! keeping 10,000 revisions (konsen's default; etcd is given the same),
+//! then each server's RSS and its data dir's size on disk.
+//!
 //! etcd is Debian's `etcd-server` package (installed with apt-get when
 //! missing); the load generator is `konsen-bench`, which speaks the etcd v3
 //! API to both.
@@ -36,6 +41,8 @@ pub struct Options {
     /// Times the pair of clusters runs, alternating (at least 1).
     pub rounds: usize,
     pub bin_dir: Option<PathBuf>,
+    /// Measure memory and disk after this many puts instead of the rows.
+    pub footprint_puts: Option<u64>,
 }
 
 /// One benchmark row: a workload and its client/connection counts.
@@ -76,6 +83,24 @@ const ROWS: &[Row] = &[
         clients: 100,
         conns: 10,
         workload: &["range", "--serializable"],
+    },
+    Row {
+        name: "txn-put, 100 clients",
+        clients: 100,
+        conns: 10,
+        workload: &["txn-put"],
+    },
+    Row {
+        name: "range 5000 revisions back, 100 clients",
+        clients: 100,
+        conns: 10,
+        workload: &["range", "--rev-back", "5000"],
+    },
+    Row {
+        name: "90 % range, 10 % txn-put, 100 clients",
+        clients: 100,
+        conns: 10,
+        workload: &["mix", "--read-ratio", "0.9", "--txn"],
     },
 ];
 /// The row after which server memory is read.
@@ -172,6 +197,9 @@ pub fn run(options: &Options) -> Result<()> {
     }
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     println!("[vs-etcd] working in {}", dir.display());
+    if let Some(puts) = options.footprint_puts {
+        return footprint(&bench, &etcd, &binaries.server, &dir, puts);
+    }
 
     let rounds = options.rounds.max(1);
     // Memory is reported from the last round.
@@ -183,7 +211,7 @@ pub fn run(options: &Options) -> Result<()> {
         }
         let round_dir = dir.join(format!("round-{}", round + 1));
         let run_etcd = || -> Result<(Vec<Measured>, Vec<f64>)> {
-            let mut cluster = start_etcd(&etcd, &round_dir.join("etcd"))?;
+            let mut cluster = start_etcd(&etcd, &round_dir.join("etcd"), &[])?;
             measure(&bench, &mut cluster, options.duration_secs)
         };
         let run_konsen = || -> Result<(Vec<Measured>, Vec<f64>)> {
@@ -212,7 +240,7 @@ pub fn run(options: &Options) -> Result<()> {
         if rounds > 1 { " (medians)" } else { "" }
     );
     println!(
-        "| {:<33} | {:>11} | {:>11} | {:>7} | {:>11} | {:>13} | {:>13} | {:>7} |",
+        "| {:<40} | {:>11} | {:>11} | {:>7} | {:>11} | {:>13} | {:>13} | {:>7} |",
         "row",
         "etcd req/s",
         "konsen req/s",
@@ -241,7 +269,7 @@ pub fn run(options: &Options) -> Result<()> {
             .fold((f64::MAX, f64::MIN), |(lo, hi), r| (lo.min(*r), hi.max(*r)));
         let (e_p50, k_p50) = (pick(&|(e, _)| e[i].p50_ms), pick(&|(_, k)| k[i].p50_ms));
         println!(
-            "| {:<33} | {:>11.0} | {:>11.0} | {:>6.2}× | {:>4.2}–{:<4.2}× | {:>5.2}/{:<6.2}ms | {:>5.2}/{:<6.2}ms | {:>6.2}× |",
+            "| {:<40} | {:>11.0} | {:>11.0} | {:>6.2}× | {:>4.2}–{:<4.2}× | {:>5.2}/{:<6.2}ms | {:>5.2}/{:<6.2}ms | {:>6.2}× |",
             row.name,
             pick(&|(e, _)| e[i].rps),
             pick(&|(_, k)| k[i].rps),
@@ -340,7 +368,7 @@ const ETCD_CLIENT_PORT_BASE: u16 = 23790;
 const ETCD_PEER_PORT_BASE: u16 = 23800;
 const KONSEN_PORT_BASE: u16 = 23890;
 
-fn start_etcd(etcd: &Path, dir: &Path) -> Result<Cluster> {
+fn start_etcd(etcd: &Path, dir: &Path, extra: &[&str]) -> Result<Cluster> {
     ensure_ports_free(
         "etcd",
         (1..=3).flat_map(|i| [ETCD_CLIENT_PORT_BASE + i, ETCD_PEER_PORT_BASE + i]),
@@ -373,7 +401,8 @@ fn start_etcd(etcd: &Path, dir: &Path) -> Result<Cluster> {
             .arg(format!("--initial-cluster={}", peers.join(",")))
             .arg("--initial-cluster-state=new")
             .arg("--initial-cluster-token=konsen-vs-etcd")
-            .arg("--logger=zap");
+            .arg("--logger=zap")
+            .args(extra);
         cluster
             .children
             .push(spawn_logged(cmd, &dir.join(format!("e{i}.log")))?);
@@ -418,38 +447,101 @@ fn start_konsen(server: &Path, dir: &Path) -> Result<Cluster> {
     Ok(cluster)
 }
 
-/// Waits for the cluster to take a write, then runs every row.
-fn measure(bench: &Path, cluster: &mut Cluster, secs: u64) -> Result<(Vec<Measured>, Vec<f64>)> {
-    let endpoints = cluster.endpoints.join(",");
-    let deadline = Instant::now() + READY_TIMEOUT;
-    loop {
-        cluster.check_running()?;
-        let ok = Command::new(bench)
-            .args([
-                "--endpoints",
-                &endpoints,
-                "--target-leader",
-                "--total",
-                "1",
-                "--timeout",
-                "2",
-                "put",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            break;
-        }
-        if Instant::now() > deadline {
+/// Keys the footprint run writes.
+const FOOTPRINT_KEYS: &str = "1000";
+/// etcd's auto-compaction in the footprint run: konsen's default.
+const ETCD_FOOTPRINT_COMPACTION: &[&str] = &[
+    "--auto-compaction-mode=revision",
+    "--auto-compaction-retention=10000",
+];
+/// How long the servers get after the load, for a last compaction.
+const FOOTPRINT_SETTLE: Duration = Duration::from_secs(5);
+
+/// `--footprint`: memory and disk of each cluster after `puts` puts.
+fn footprint(bench: &Path, etcd: &Path, server: &Path, dir: &Path, puts: u64) -> Result<()> {
+    let mut report = Vec::new();
+    for name in ["etcd", "konsen"] {
+        let (mut cluster, data_dirs): (Cluster, Vec<PathBuf>) = if name == "etcd" {
+            let d = dir.join("etcd");
+            let c = start_etcd(etcd, &d, ETCD_FOOTPRINT_COMPACTION)?;
+            (c, (1..=3).map(|i| d.join(format!("e{i}"))).collect())
+        } else {
+            let d = dir.join("konsen");
+            let c = start_konsen(server, &d)?;
+            (c, (1..=3).map(|i| d.join(format!("node-{i}"))).collect())
+        };
+        wait_ready(bench, &mut cluster)?;
+        println!("[vs-etcd] {name}: {puts} puts to {FOOTPRINT_KEYS} keys ...");
+        let endpoints = cluster.endpoints.join(",");
+        let out = Command::new(bench)
+            .args(["--endpoints", &endpoints, "--target-leader", "--json"])
+            .args(["--clients", "100", "--conns", "10"])
+            .args(["--total", &puts.to_string(), "--key-space", FOOTPRINT_KEYS])
+            .args(["--key-size", "8", "--val-size", "256", "put"])
+            .stderr(Stdio::inherit())
+            .output()
+            .context("running konsen-bench")?;
+        if !out.status.success() {
             bail!(
-                "the {} cluster took no write within {READY_TIMEOUT:?}",
-                cluster.name
+                "konsen-bench failed on {name}: {}",
+                String::from_utf8_lossy(&out.stdout)
             );
         }
-        sleep(Duration::from_millis(500));
+        let m = parse(&out.stdout).context("reading konsen-bench's report")?;
+        sleep(FOOTPRINT_SETTLE);
+        cluster.check_running()?;
+        let rss = cluster.rss_mib();
+        let disk: Vec<f64> = data_dirs
+            .iter()
+            .map(|d| disk_bytes(d) as f64 / (1024.0 * 1024.0))
+            .collect();
+        let list = |v: &[f64]| {
+            v.iter()
+                .map(|x| format!("{x:.0}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        report.push(format!(
+            "| {name:<6} | {:>8.0} | {:>6} | {:>16} | {:>16} |",
+            m.rps,
+            m.errors,
+            list(&rss),
+            list(&disk)
+        ));
     }
+    println!();
+    println!(
+        "{puts} puts (8-byte keys, 256-byte values, 100 clients) to {FOOTPRINT_KEYS} keys; \
+         auto-compaction keeping 10,000 revisions on both"
+    );
+    println!("| server | puts/s   | errors | RSS MiB per node | disk MiB per node |");
+    println!("|--------|----------|--------|------------------|-------------------|");
+    for line in report {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+/// Bytes allocated on disk under `dir` (as `du` counts them).
+fn disk_bytes(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => disk_bytes(&e.path()),
+            Ok(m) => m.blocks() * 512,
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// Waits for the cluster to take a write, then runs every row.
+fn measure(bench: &Path, cluster: &mut Cluster, secs: u64) -> Result<(Vec<Measured>, Vec<f64>)> {
+    wait_ready(bench, cluster)?;
+    let endpoints = cluster.endpoints.join(",");
     let mut rows = Vec::new();
     let mut rss = Vec::new();
     for (i, row) in ROWS.iter().enumerate() {
@@ -493,6 +585,41 @@ fn measure(bench: &Path, cluster: &mut Cluster, secs: u64) -> Result<(Vec<Measur
         }
     }
     Ok((rows, rss))
+}
+
+/// Waits for the cluster to take a write.
+fn wait_ready(bench: &Path, cluster: &mut Cluster) -> Result<()> {
+    let endpoints = cluster.endpoints.join(",");
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        cluster.check_running()?;
+        let ok = Command::new(bench)
+            .args([
+                "--endpoints",
+                &endpoints,
+                "--target-leader",
+                "--total",
+                "1",
+                "--timeout",
+                "2",
+                "put",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the {} cluster took no write within {READY_TIMEOUT:?}",
+                cluster.name
+            );
+        }
+        sleep(Duration::from_millis(500));
+    }
+    Ok(())
 }
 
 /// Reads konsen-bench's `--json` report.

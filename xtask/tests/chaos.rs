@@ -1,8 +1,10 @@
 //! The short version of the fault-injection suite, for CI: every scenario
 //! of `cargo xtask chaos` for a few seconds each must keep the history
-//! linearizable and recover within the bound; and the negative control (the
-//! server's `unsafe_stale_reads`, which serves reads without ReadIndex)
-//! must be caught by the checker, which shows the suite can fail.
+//! (puts, reads and compare-and-swaps; xtask fails a run in which no CAS
+//! swapped) linearizable and recover within the bound; and the negative
+//! control (the server's `unsafe_stale_reads`, which serves reads without
+//! ReadIndex) must be caught by the checker, which shows the suite can
+//! fail.
 //!
 //! These run the xtask binary on the real `konsen-server`, taken from
 //! `XTASK_TEST_BIN_DIR` (CI sets it to `$CARGO_TARGET_DIR/release`), else
@@ -93,7 +95,8 @@ fn every_scenario_stays_linearizable_and_recovers() {
             "no verdict for {scenario}: {shown}"
         );
     }
-    // Print the summary lines (seed, counts, recovery times) in the log.
+    // Print the summary lines (seed, counts with the CAS outcomes, recovery
+    // times) in the log.
     for line in stdout
         .lines()
         .filter(|l| l.contains(": OK") || l.contains("seed"))

@@ -31,6 +31,10 @@ pub enum CliError {
     Deadline(String),
     /// The cluster refused the request (bad key, too large, ...).
     Refused(Status),
+    /// The command line or its input does not parse.
+    Usage(String),
+    /// A transaction ran, but its compares did not hold; says why.
+    CompareFailed(String),
 }
 
 impl std::fmt::Display for CliError {
@@ -48,6 +52,8 @@ impl std::fmt::Display for CliError {
                 "deadline passed before the request succeeded (last error: {last})"
             ),
             CliError::Refused(status) => write!(f, "request refused: {}", status.message()),
+            CliError::Usage(why) => write!(f, "{why}"),
+            CliError::CompareFailed(why) => write!(f, "compare failed: {why}"),
         }
     }
 }
@@ -58,9 +64,11 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Refused(_) => 1,
+            CliError::Usage(_) => 2,
             CliError::NoLeader => 3,
             CliError::Unreachable(_) => 4,
             CliError::Deadline(_) => 5,
+            CliError::CompareFailed(_) => 6,
         }
     }
 }

@@ -4,24 +4,32 @@
 //! konsen-cli [--endpoints A,B,C | --config conf/cluster.yml] set KEY VALUE
 //! konsen-cli get KEY [--prefix] [--serializable]
 //! konsen-cli del KEY [--prefix]
+//! konsen-cli cas KEY EXPECTED NEW | cas --create KEY NEW
+//! konsen-cli txn < compares-and-requests   # etcdctl's `txn -i` syntax
 //! konsen-cli status | leader
 //! konsen-cli                      # interactive prompt
 //! ```
 //!
 //! It speaks only the etcd API and finds the leader itself. Exit codes:
-//! 0 success, 1 request refused or other error, 2 usage, 3 no leader,
-//! 4 no endpoint reachable, 5 deadline passed.
+//! 0 success, 1 request refused or other error, 2 usage (also a `txn`
+//! line that does not parse), 3 no leader, 4 no endpoint reachable,
+//! 5 deadline passed, 6 a transaction's compares failed (`cas`, `txn`).
 //!
 //! # Layout
 //!
 //! * `client.rs`: finding the leader, retrying, error kinds.
 //! * `commands.rs`: the commands; `output.rs`: tables and JSON.
+//! * `txn.rs`: `txn` and `cas`; `txn_input.rs` parses etcdctl's text form
+//!   of a transaction, with `quoting.rs`.
 //! * `repl.rs`: the interactive prompt.
 
 mod client;
 mod commands;
 mod output;
+mod quoting;
 mod repl;
+mod txn;
+mod txn_input;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -35,12 +43,16 @@ use crate::commands::Format;
 
 const DEFAULT_CONFIG: &str = "conf/cluster.yml";
 const DEFAULT_ENDPOINT: &str = "127.0.0.1:2379";
+const EXIT_CODES: &str = "\
+Exit codes: 0 success, 1 request refused or other error, 2 usage, 3 no leader,
+4 no endpoint reachable, 5 deadline passed, 6 compare failed (cas, txn).";
 
 #[derive(Debug, Parser)]
 #[command(
     name = "konsen-cli",
     version,
-    about = "Talks to a konsen cluster through the etcd v3 API"
+    about = "Talks to a konsen cluster through the etcd v3 API",
+    after_help = EXIT_CODES
 )]
 struct Args {
     /// Comma-separated host:port list.
@@ -78,6 +90,35 @@ enum Command {
         key: String,
         #[arg(long)]
         prefix: bool,
+    },
+    /// Writes NEW to KEY if KEY holds EXPECTED (--create: if KEY is missing);
+    /// else prints KEY's value and exits 6.
+    #[command(
+        long_about = txn::CAS_HELP,
+        override_usage = "konsen-cli cas KEY EXPECTED NEW\n       konsen-cli cas --create KEY NEW",
+        after_help = EXIT_CODES
+    )]
+    Cas {
+        /// The key to swap.
+        key: String,
+        /// The value KEY must hold; with --create, NEW.
+        #[arg(value_name = "EXPECTED")]
+        expected: String,
+        /// The value to write.
+        #[arg(value_name = "NEW")]
+        new: Option<String>,
+        /// Write only if KEY does not exist (compare its create revision
+        /// with 0) instead of comparing its value.
+        #[arg(long)]
+        create: bool,
+    },
+    /// Runs a transaction read from stdin (etcdctl's `txn -i` syntax);
+    /// exits 6 if its compares failed.
+    #[command(long_about = txn::TXN_HELP, after_help = EXIT_CODES)]
+    Txn {
+        /// Prompt for each block even when stdin is not a terminal.
+        #[arg(long, short = 'i')]
+        interactive: bool,
     },
     /// Every endpoint's role, term, leader, indexes and data size.
     Status,
@@ -159,6 +200,19 @@ async fn run(args: Args) -> Result<()> {
         Some(Command::Del { key, prefix }) => {
             commands::del(&mut cluster, &key, prefix, format).await?
         }
+        Some(Command::Cas {
+            key,
+            expected,
+            new,
+            create,
+        }) => {
+            let (expected, new) = cas_values(&expected, new.as_deref(), create)?;
+            return finish(txn::cas(&mut cluster, &key, expected, new, format).await?);
+        }
+        Some(Command::Txn { interactive }) => {
+            let request = txn::read_stdin(interactive)?;
+            return finish(txn::txn(&mut cluster, request, format).await?);
+        }
         Some(Command::Status) => commands::status(&mut cluster, format).await?,
         Some(Command::Leader) => commands::leader(&mut cluster, format).await?,
     };
@@ -166,6 +220,36 @@ async fn run(args: Args) -> Result<()> {
         println!("{out}");
     }
     Ok(())
+}
+
+/// EXPECTED and NEW of `cas` from its two values; with `--create`, its one
+/// value is NEW and there is no EXPECTED.
+fn cas_values<'a>(
+    first: &'a str,
+    second: Option<&'a str>,
+    create: bool,
+) -> Result<(Option<&'a str>, &'a str), CliError> {
+    match (second, create) {
+        (Some(new), false) => Ok((Some(first), new)),
+        (None, true) => Ok((None, first)),
+        (None, false) => Err(CliError::Usage(
+            "cas takes KEY EXPECTED NEW (or --create KEY NEW)".to_string(),
+        )),
+        (Some(_), true) => Err(CliError::Usage(
+            "cas --create takes KEY NEW, no EXPECTED".to_string(),
+        )),
+    }
+}
+
+/// Prints what a transaction printed; fails (exit 6) if its compares did.
+fn finish(answer: txn::Answer) -> Result<()> {
+    if !answer.out.is_empty() {
+        println!("{}", answer.out);
+    }
+    match answer.failed {
+        Some(why) => Err(CliError::CompareFailed(why).into()),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -178,6 +262,39 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn cas_takes_expected_unless_creating() {
+        assert_eq!(cas_values("a", Some("b"), false).unwrap(), (Some("a"), "b"));
+        assert_eq!(cas_values("b", None, true).unwrap(), (None, "b"));
+        for (second, create) in [(None, false), (Some("b"), true)] {
+            let e = cas_values("a", second, create).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{e}");
+        }
+    }
+
+    #[test]
+    fn cas_and_txn_parse_from_the_command_line() {
+        let args = Args::try_parse_from(["konsen-cli", "cas", "k", "old", "new"]).unwrap();
+        assert!(matches!(
+            args.command,
+            Some(Command::Cas { ref key, ref expected, new: Some(ref new), create: false })
+                if key == "k" && expected == "old" && new == "new"
+        ));
+        let args = Args::try_parse_from(["konsen-cli", "cas", "--create", "k", "new"]).unwrap();
+        assert!(matches!(
+            args.command,
+            Some(Command::Cas { ref expected, new: None, create: true, .. }) if expected == "new"
+        ));
+        assert!(Args::try_parse_from(["konsen-cli", "cas", "k"]).is_err());
+        assert!(Args::try_parse_from(["konsen-cli", "cas", "k", "a", "b", "c"]).is_err());
+        let args = Args::try_parse_from(["konsen-cli", "-w", "json", "txn", "-i"]).unwrap();
+        assert!(matches!(
+            args.command,
+            Some(Command::Txn { interactive: true })
+        ));
+        assert_eq!(args.write_out, Format::Json);
     }
 
     #[test]

@@ -5,8 +5,8 @@
 //! tonic's server puts its router (an axum router behind boxed, cloned
 //! services), its load-shed, concurrency and timeout layers, and its
 //! streaming codec between the connection and a unary handler, and a busy leader
-//! paid for them on every request (ARCHITECTURE.md, "Where the time
-//! goes"). Here a call is: collect the request body (one DATA frame, as a
+//! paid for them on every request (docs/performance.md, item 11).
+//! Here a call is: collect the request body (one DATA frame, as a
 //! rule), check its 5-byte gRPC prefix, decode, run the handler, and answer
 //! with one DATA frame and the `grpc-status` trailer. Errors are encoded by
 //! tonic's own `Status::into_http`, so a client sees the same statuses as

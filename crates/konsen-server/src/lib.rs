@@ -15,6 +15,7 @@
 //! * `logging.rs`: log output.
 
 pub mod args;
+mod compactor;
 mod grpc;
 pub mod logging;
 mod node;
@@ -112,6 +113,7 @@ where
         snapshots,
         reader,
     };
+    tokio::spawn(compactor::run(shared.clone(), shutdown_rx.clone()));
     let mut server = tokio::spawn(server::serve(shared, incoming, shutdown_rx.clone()));
     let mut node_task = node.task;
 

@@ -31,7 +31,7 @@ fn main() -> ExitCode {
     // One thread runs the network and the node loop, fsyncs included; only
     // long disk work goes to the blocking pool (node/driver.rs). On a few
     // cores shared by several processes this wakes threads least
-    // (ARCHITECTURE.md, "Where the time goes").
+    // (docs/performance.md, item 2).
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -1,5 +1,5 @@
 //! KV Put without a task per call: the write path that carries a node's
-//! load (ARCHITECTURE.md, "Where the time goes", item 20).
+//! load (docs/performance.md, item 20).
 //!
 //! The connection's own task reads the request as it is accepted (its one
 //! DATA frame has nearly always arrived with its HEADERS), checks and

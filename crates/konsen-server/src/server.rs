@@ -9,7 +9,7 @@
 //! tonic-generated service for its package and service name, and
 //! `send_answer` streams the answer back within HTTP/2's flow control.
 //! This is the work hyper's server did per stream, less what gRPC does
-//! not use (ARCHITECTURE.md, "Where the time goes", item 20).
+//! not use (docs/performance.md, item 20).
 
 use std::convert::Infallible;
 use std::future::{Future, poll_fn};

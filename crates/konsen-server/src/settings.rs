@@ -55,6 +55,77 @@ pub struct ClusterFile {
     /// ReadIndex, so reads may be stale. Default false.
     #[serde(default)]
     pub unsafe_stale_reads: bool,
+    /// etcd's `--auto-compaction-mode`: `revision` (keep the last
+    /// `auto_compaction_retention` revisions) or `periodic` (keep what
+    /// was written in the last `auto_compaction_retention`, a duration).
+    #[serde(default)]
+    pub auto_compaction_mode: AutoCompactionMode,
+    /// etcd's `--auto-compaction-retention`: a count of revisions, or a
+    /// duration (`90s`, `30m`, `1h`, or a bare number of hours as etcd
+    /// reads it); `0` turns auto-compaction off. Default: 10000 revisions.
+    #[serde(default = "default_auto_compaction_retention")]
+    pub auto_compaction_retention: String,
+}
+
+/// How history is compacted without a client asking.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AutoCompactionMode {
+    #[default]
+    Revision,
+    Periodic,
+}
+
+/// Auto-compaction as resolved from the file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AutoCompaction {
+    Off,
+    /// Keep at least this many revisions; compact once twice as many are
+    /// kept, so each compaction drops about this many.
+    Revisions(i64),
+    /// Keep what was written within this long.
+    Periodic(Duration),
+}
+
+fn default_auto_compaction_retention() -> String {
+    "10000".to_string()
+}
+
+/// Reads `retention` for `mode`, etcd's way.
+pub fn parse_auto_compaction(
+    mode: AutoCompactionMode,
+    retention: &str,
+) -> Result<AutoCompaction, String> {
+    let retention = retention.trim();
+    if retention == "0" {
+        return Ok(AutoCompaction::Off);
+    }
+    match mode {
+        AutoCompactionMode::Revision => retention
+            .parse::<i64>()
+            .ok()
+            .filter(|&n| n > 0)
+            .map(AutoCompaction::Revisions)
+            .ok_or_else(|| format!("{retention:?} is not a count of revisions")),
+        AutoCompactionMode::Periodic => {
+            let (number, unit) = match retention.find(|c: char| !c.is_ascii_digit()) {
+                Some(i) => retention.split_at(i),
+                None => (retention, "h"),
+            };
+            let secs = match unit {
+                "s" => 1,
+                "m" => 60,
+                "h" => 3600,
+                _ => return Err(format!("{retention:?}: use a number with s, m or h")),
+            };
+            number
+                .parse::<u64>()
+                .ok()
+                .filter(|&n| n > 0)
+                .map(|n| AutoCompaction::Periodic(Duration::from_secs(n * secs)))
+                .ok_or_else(|| format!("{retention:?} is not a duration"))
+        }
+    }
 }
 
 /// Every limit a node enforces on its clients.
@@ -72,6 +143,9 @@ pub struct Limits {
     /// How long a client request waits for the cluster before failing
     /// with DEADLINE_EXCEEDED.
     pub request_timeout_ms: u64,
+    /// The most compares, and the most operations in each branch, of one
+    /// txn (etcd's `--max-txn-ops`).
+    pub txn_ops_max: usize,
 }
 
 impl Default for Limits {
@@ -81,6 +155,7 @@ impl Default for Limits {
             concurrent_requests_max: 1024,
             pending_proposals_max: 4096,
             request_timeout_ms: 5000,
+            txn_ops_max: konsen_storage::TXN_OPS_MAX_DEFAULT,
         }
     }
 }
@@ -144,6 +219,7 @@ pub struct Settings {
     /// Serve linearizable reads as serializable ones (stale reads); see
     /// [`ClusterFile::unsafe_stale_reads`].
     pub unsafe_stale_reads: bool,
+    pub auto_compaction: AutoCompaction,
 }
 
 impl Settings {
@@ -165,6 +241,7 @@ impl Settings {
     pub fn storage_options(&self) -> konsen_storage::StorageOptions {
         konsen_storage::StorageOptions {
             request_bytes_max: self.limits.request_bytes_max,
+            txn_ops_max: self.limits.txn_ops_max,
             ..konsen_storage::StorageOptions::default()
         }
     }
@@ -290,6 +367,7 @@ fn resolve(file: ClusterFile, source: String, args: &Args) -> Result<Settings> {
             limits.pending_proposals_max as u64,
         ),
         ("limits.request_timeout_ms", limits.request_timeout_ms),
+        ("limits.txn_ops_max", limits.txn_ops_max as u64),
     ] {
         if value == 0 {
             return Err(bad(field, "must be at least 1".into()));
@@ -304,6 +382,9 @@ fn resolve(file: ClusterFile, source: String, args: &Args) -> Result<Settings> {
             format!("must be between 1024 and {SNAPSHOT_CHUNK_BYTES_LIMIT}"),
         ));
     }
+    let auto_compaction =
+        parse_auto_compaction(file.auto_compaction_mode, &file.auto_compaction_retention)
+            .map_err(|why| bad("auto_compaction_retention", why))?;
     if file.cluster_id == Some(0) {
         return Err(bad("cluster_id", "must not be 0".into()));
     }
@@ -356,6 +437,7 @@ fn resolve(file: ClusterFile, source: String, args: &Args) -> Result<Settings> {
             chunk_bytes_max: file.snapshot_chunk_bytes_max,
         },
         unsafe_stale_reads: file.unsafe_stale_reads,
+        auto_compaction,
     })
 }
 
@@ -442,6 +524,34 @@ mod tests {
         let s = Settings::load_with_env(&args(&["--config", path]), env).unwrap();
         assert_eq!(s.tick, Duration::from_millis(7));
         assert_eq!(s.limits.request_bytes_max, 99);
+    }
+
+    #[test]
+    fn auto_compaction_reads_etcd_retentions() {
+        use AutoCompactionMode::{Periodic, Revision};
+        assert_eq!(
+            parse_auto_compaction(Revision, "10000"),
+            Ok(AutoCompaction::Revisions(10000))
+        );
+        assert_eq!(
+            parse_auto_compaction(Revision, "0"),
+            Ok(AutoCompaction::Off)
+        );
+        assert!(parse_auto_compaction(Revision, "1h").is_err());
+        assert_eq!(
+            parse_auto_compaction(Periodic, "1"),
+            Ok(AutoCompaction::Periodic(Duration::from_secs(3600)))
+        );
+        assert_eq!(
+            parse_auto_compaction(Periodic, "30m"),
+            Ok(AutoCompaction::Periodic(Duration::from_secs(1800)))
+        );
+        assert!(parse_auto_compaction(Periodic, "5d").is_err());
+        let f = write_config("endpoints: [127.0.0.1:1]\nauto_compaction_retention: \"x\"\n");
+        let path = f.path().to_str().unwrap();
+        let err = Settings::load_with_env(&args(&["--config", path]), HashMap::new()).unwrap_err();
+        let err = format!("{err:#}");
+        assert!(err.contains("auto_compaction_retention"), "{err}");
     }
 
     #[test]

@@ -7,7 +7,11 @@ use std::time::Duration;
 
 use common::TestCluster;
 use konsen_rpc::etcd::etcdserverpb::lease_client::LeaseClient;
-use konsen_rpc::etcd::etcdserverpb::{LeaseGrantRequest, PutRequest, RangeRequest, TxnRequest};
+use konsen_rpc::etcd::etcdserverpb::{
+    CompactionRequest, Compare, LeaseGrantRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
+    compare, request_op,
+};
+use konsen_storage::TXN_DEPTH_MAX;
 use tonic::Code;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -49,9 +53,103 @@ async fn bad_requests_get_etcd_errors_and_the_node_keeps_serving() {
         .unwrap_err();
     assert_eq!(lease.code(), Code::Unimplemented, "{lease:?}");
 
-    let txn = kv.txn(TxnRequest::default()).await.unwrap_err();
-    assert_eq!(txn.code(), Code::Unimplemented);
-    assert!(txn.message().contains("later release"), "{}", txn.message());
+    // Malformed transactions: etcd's errors, nothing proposed.
+    let put = |key: &str, bytes: usize| RequestOp {
+        request: Some(request_op::Request::RequestPut(PutRequest {
+            key: key.as_bytes().to_vec(),
+            value: vec![b'x'; bytes].into(),
+            ..Default::default()
+        })),
+    };
+    let compare = |key: &str| Compare {
+        result: compare::CompareResult::Equal as i32,
+        target: compare::CompareTarget::Version as i32,
+        key: key.as_bytes().to_vec(),
+        range_end: Vec::new(),
+        target_union: Some(compare::TargetUnion::Version(0)),
+    };
+    let txn = |compare: Vec<Compare>, success: Vec<RequestOp>| TxnRequest {
+        compare,
+        success,
+        failure: Vec::new(),
+    };
+    let mut nested = txn(vec![], vec![put("deep", 1)]);
+    for _ in 0..TXN_DEPTH_MAX {
+        nested = txn(
+            vec![],
+            vec![RequestOp {
+                request: Some(request_op::Request::RequestTxn(nested)),
+            }],
+        );
+    }
+    let old_read = RequestOp {
+        request: Some(request_op::Request::RequestRange(RangeRequest {
+            key: b"k".to_vec(),
+            revision: -1,
+            ..Default::default()
+        })),
+    };
+    for (bad, code, message) in [
+        (
+            txn(vec![], (0..129).map(|i| put(&format!("k{i}"), 1)).collect()),
+            Code::InvalidArgument,
+            "etcdserver: too many operations in txn request",
+        ),
+        (
+            txn(
+                (0..129).map(|i| compare(&format!("k{i}"))).collect(),
+                vec![],
+            ),
+            Code::InvalidArgument,
+            "etcdserver: too many operations in txn request",
+        ),
+        (
+            txn(vec![], vec![put("d", 1), put("d", 2)]),
+            Code::InvalidArgument,
+            "etcdserver: duplicate key given in txn request",
+        ),
+        (
+            txn(vec![compare("")], vec![]),
+            Code::InvalidArgument,
+            "etcdserver: key is not provided",
+        ),
+        (
+            txn(vec![], vec![put("big", 1_600_000)]),
+            Code::InvalidArgument,
+            "etcdserver: request is too large",
+        ),
+        (nested, Code::InvalidArgument, "nested too deep"),
+        (
+            txn(vec![], vec![old_read]),
+            Code::InvalidArgument,
+            "etcdserver: revision -1 is negative",
+        ),
+    ] {
+        let e = kv.txn(bad).await.unwrap_err();
+        assert_eq!(e.code(), code, "{e:?}");
+        assert!(e.message().contains(message), "{e:?}");
+    }
+    let negative = kv
+        .range(RangeRequest {
+            key: b"k".to_vec(),
+            revision: -1,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(negative.code(), Code::InvalidArgument, "{negative:?}");
+    let compact = kv
+        .compact(CompactionRequest {
+            revision: 1_000_000,
+            physical: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(compact.code(), Code::OutOfRange, "{compact:?}");
+    assert_eq!(
+        compact.message(),
+        "etcdserver: mvcc: required revision is a future revision"
+    );
 
     // Garbage on the gRPC port: the connection is dropped, nothing else.
     for garbage in [

@@ -131,3 +131,78 @@ async fn the_cli_exit_codes_tell_no_leader_from_unreachable() {
     );
     cluster.kill(1);
 }
+
+fn cli_stdin(endpoints: &str, args: &[&str], input: &str) -> Output {
+    let mut child = Command::new(cli_path().unwrap())
+        .arg("--endpoints")
+        .arg(endpoints)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run konsen-cli");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_swaps_and_runs_txns_and_exits_6_on_a_failed_compare() {
+    if cli_path().is_none() {
+        eprintln!("NOTICE: konsen-cli is not built next to konsen-server; skipping the CLI test");
+        return;
+    }
+    let cluster = TestCluster::start(3);
+    cluster.wait_for_leader(&[1, 2, 3]).await;
+    let all = cluster.endpoints.join(",");
+
+    // --create: only while the key does not exist.
+    let o = cli(&all, &["cas", "--create", "lock", "me"]);
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(stdout(&o).trim(), "OK");
+    let o = cli(&all, &["cas", "--create", "lock", "you"]);
+    assert_eq!(o.status.code(), Some(6), "{o:?}");
+    assert_eq!(stdout(&o).trim(), "me", "the current value: {o:?}");
+
+    let o = cli(&all, &["cas", "lock", "me", "you"]);
+    assert!(o.status.success(), "{o:?}");
+    let o = cli(&all, &["cas", "lock", "me", "them"]);
+    assert_eq!(o.status.code(), Some(6), "{o:?}");
+    assert_eq!(stdout(&o).trim(), "you", "{o:?}");
+    let o = cli(&all, &["get", "lock"]);
+    assert_eq!(
+        stdout(&o).trim(),
+        "you",
+        "the failed swap wrote nothing: {o:?}"
+    );
+    // A missing key holds no value, not even "".
+    let o = cli(&all, &["-w", "json", "cas", "nothing", "", "x"]);
+    assert_eq!(o.status.code(), Some(6), "{o:?}");
+    assert!(stdout(&o).contains(r#""kv":null"#), "{o:?}");
+
+    // etcdctl's txn syntax: compares, success requests, failure requests.
+    let input = "value(\"lock\") = \"you\"\nmod(\"lock\") > \"0\"\n\nput lock \"them, now\"\nget lock\n\nget other\n";
+    let o = cli_stdin(&all, &["txn"], input);
+    assert!(o.status.success(), "{o:?}");
+    let out = stdout(&o);
+    assert!(out.starts_with("SUCCESS\n"), "{out}");
+    assert!(
+        out.contains("OK\n") && out.contains("lock\nthem, now"),
+        "{out}"
+    );
+    // The same txn again: its compare now fails, the failure branch runs.
+    let o = cli_stdin(&all, &["txn"], input);
+    assert_eq!(o.status.code(), Some(6), "{o:?}");
+    assert!(stdout(&o).starts_with("FAILURE"), "{o:?}");
+    let o = cli(&all, &["get", "lock"]);
+    assert_eq!(stdout(&o).trim(), "them, now", "{o:?}");
+    // A line that does not parse is a usage error naming it.
+    let o = cli_stdin(&all, &["txn"], "value(\"lock\") ~ \"x\"\n\n\n");
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    assert!(!String::from_utf8_lossy(&o.stderr).is_empty(), "{o:?}");
+}

@@ -104,3 +104,123 @@ async fn etcdctl_put_get_del_member_list_endpoint_status_hashkv() {
     let (ok, out) = etcdctl(&one(1), &["put", "", "x"]);
     assert!(!ok && out.contains("key is not provided"), "{out}");
 }
+
+/// Runs `etcdctl txn -i` with `script` on its standard input.
+fn etcdctl_txn(endpoints: &str, script: &str) -> (bool, String) {
+    use std::io::Write as _;
+    let mut child = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoints}"))
+        .arg("--command-timeout=5s")
+        .args(["txn", "-i"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run etcdctl txn");
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(script.as_bytes())
+        .expect("write the txn");
+    let output = child.wait_with_output().expect("etcdctl txn finishes");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+/// The lines of `etcdctl txn -i`'s answer after its three prompts.
+fn txn_answer(out: &str) -> Vec<&str> {
+    out.lines()
+        .filter(|l| !l.ends_with(':') && !l.is_empty())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn etcdctl_txn_put_prev_kv_get_rev_and_compaction() {
+    if Command::new("etcdctl").arg("version").output().is_err() {
+        assert!(
+            !common::required_in_ci(),
+            "etcdctl is missing: .ci/run installs it (etcd-client)"
+        );
+        eprintln!("NOTICE: etcdctl not found; skipping the etcdctl txn test");
+        return;
+    }
+    let cluster = TestCluster::start(3);
+    cluster.wait_for_leader(&[1, 2, 3]).await;
+    let all = cluster.endpoints.join(",");
+    let one = |id: u64| cluster.endpoint(id).to_string();
+
+    // Revisions 2, 3, 4: three versions of one key.
+    for v in ["v1", "v2"] {
+        let (ok, out) = etcdctl(&all, &["put", "k", v]);
+        assert!(ok, "{out}");
+    }
+    let (ok, out) = etcdctl(&all, &["put", "--prev-kv", "k", "v3"]);
+    assert!(ok && out == "OK\nk\nv2\n", "{out}");
+    // Every node answers at every revision, followers included.
+    for id in 1..=3 {
+        for (rev, want) in [("2", "v1"), ("3", "v2"), ("4", "v3")] {
+            let (ok, out) = etcdctl(&one(id), &["get", "k", &format!("--rev={rev}")]);
+            assert!(
+                ok && out == format!("k\n{want}\n"),
+                "node {id} rev {rev}: {out}"
+            );
+        }
+    }
+    let (ok, out) = etcdctl(&all, &["get", "k", "--rev=9"]);
+    assert!(
+        !ok && out.contains("etcdserver: mvcc: required revision is a future revision"),
+        "{out}"
+    );
+
+    // Compares on value, version, create and mod; both branches.
+    let (ok, out) = etcdctl_txn(
+        &all,
+        "value(\"k\") = \"v3\"\nversion(\"k\") = \"3\"\ncreate(\"k\") = \"2\"\nmod(\"k\") = \"4\"\n\nput k v4\nget k\n\nput other x\n\n",
+    );
+    assert!(ok, "{out}");
+    assert_eq!(txn_answer(&out), ["SUCCESS", "OK", "k", "v4"], "{out}");
+    let (ok, out) = etcdctl_txn(
+        &all,
+        "mod(\"k\") < \"4\"\n\nput k never\n\nget k\nput other y\n\n",
+    );
+    assert!(ok, "{out}");
+    assert_eq!(txn_answer(&out), ["FAILURE", "k", "v4", "OK"], "{out}");
+    // The txn's writes share one revision: 6 after the failed branch's put.
+    let (ok, out) = etcdctl(&all, &["get", "other", "-w", "json"]);
+    assert!(ok && out.contains("\"mod_revision\":6"), "{out}");
+    // A read-only txn (no log entry: the revision stays).
+    let (ok, out) = etcdctl_txn(&all, "version(\"k\") > \"0\"\n\nget k\n\n\n");
+    assert!(ok, "{out}");
+    assert_eq!(txn_answer(&out), ["SUCCESS", "k", "v4"], "{out}");
+    let (ok, out) = etcdctl(&all, &["get", "other", "-w", "json"]);
+    assert!(ok && out.contains("\"revision\":6"), "{out}");
+    // etcd's refusal of the same key put twice.
+    let (ok, out) = etcdctl_txn(&all, "\nput d 1\nput d 2\n\n\n");
+    assert!(
+        !ok && out.contains("etcdserver: duplicate key given in txn request"),
+        "{out}"
+    );
+
+    let (ok, out) = etcdctl(&all, &["compaction", "4"]);
+    assert!(ok && out.contains("compacted revision 4"), "{out}");
+    for id in 1..=3 {
+        let (ok, out) = etcdctl(&one(id), &["get", "k", "--rev=3"]);
+        assert!(
+            !ok && out.contains("etcdserver: mvcc: required revision has been compacted"),
+            "node {id}: {out}"
+        );
+        let (ok, out) = etcdctl(&one(id), &["get", "k", "--rev=4"]);
+        assert!(ok && out == "k\nv3\n", "node {id}: {out}");
+    }
+    let (ok, out) = etcdctl(&all, &["compaction", "3"]);
+    assert!(
+        !ok && out.contains("required revision has been compacted"),
+        "{out}"
+    );
+}

@@ -15,7 +15,7 @@ use konsen_rpc::etcd::etcdserverpb::{
     maintenance_client::MaintenanceClient,
 };
 use konsen_rpc::net::{BoxFuture, ChannelTimeouts, Connector, lazy_channel};
-use konsen_server::settings::{Limits, Settings};
+use konsen_server::settings::{AutoCompaction, Limits, Settings};
 use tokio::io::{AsyncRead, AsyncWrite, DuplexStream, ReadBuf};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -191,6 +191,7 @@ impl MemCluster {
                 limits: limits.clone(),
                 snapshot: Default::default(),
                 unsafe_stale_reads: false,
+                auto_compaction: AutoCompaction::Off,
             });
             let (accept_tx, accept_rx) = mpsc::channel(ACCEPT_QUEUE_MAX);
             net.listeners

@@ -255,6 +255,22 @@ pub(crate) fn decode_kv_state(value: &[u8]) -> Result<(Index, i64), DecodeError>
     Ok((applied, revision))
 }
 
+/// A revision record (the compacted revision): version, revision.
+pub(crate) fn encode_revision(revision: i64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + 8);
+    out.push(FORMAT_V1);
+    out.extend_from_slice(&revision.to_be_bytes());
+    out
+}
+
+pub(crate) fn decode_revision(value: &[u8]) -> Result<i64, DecodeError> {
+    let mut r = Reader::new("revision record", value);
+    r.version()?;
+    let revision = r.i64()?;
+    r.finish()?;
+    Ok(revision)
+}
+
 /// Which key-value column family is in use: version, 0 (`kv`) or 1
 /// (`kv_alt`).
 pub(crate) fn encode_kv_cf(cf: &str) -> Vec<u8> {

@@ -10,7 +10,7 @@ use rocksdb::{
     ErrorKind, Options, ReadOptions, WriteBatch, WriteOptions,
 };
 
-use crate::codec::{decode_kv_cf, decode_kv_state};
+use crate::codec::{decode_kv_cf, decode_kv_state, decode_revision};
 use crate::error::{DecodeError, StorageError};
 use crate::kv::REVISION_INITIAL;
 
@@ -23,9 +23,27 @@ pub(crate) const CF_META: &str = "meta";
 /// receives an incoming snapshot, so that installing it is one switch.
 pub(crate) const CF_KV: &str = "kv";
 pub(crate) const CF_KV_ALT: &str = "kv_alt";
+/// The key-value history: every version of every key since the compacted
+/// revision, under `history_key(key, revision)` (see `history.rs`). `hist`
+/// goes with `kv` and `hist_alt` with `kv_alt`: a snapshot is received into
+/// the pair not in use and switched in with it.
+pub(crate) const CF_HIST: &str = "hist";
+pub(crate) const CF_HIST_ALT: &str = "hist_alt";
 /// Every column family the database must have. RocksDB always has
 /// `default`; konsen leaves it empty.
-const CFS: [&str; 5] = ["default", CF_LOG, CF_META, CF_KV, CF_KV_ALT];
+const CFS: [&str; 7] = [
+    "default",
+    CF_LOG,
+    CF_META,
+    CF_KV,
+    CF_KV_ALT,
+    CF_HIST,
+    CF_HIST_ALT,
+];
+/// The column families of a data dir written before history was kept: such
+/// a dir is opened, given the history column families, and migrated
+/// (`KvStore::open`).
+const CFS_BEFORE_HISTORY: [&str; 5] = ["default", CF_LOG, CF_META, CF_KV, CF_KV_ALT];
 
 /// Bytes a write batch spends on one record besides its key and value
 /// (tag, column family, lengths, and our own record headers), rounded
@@ -38,6 +56,9 @@ pub(crate) const META_HARD_STATE: &[u8] = b"hard_state";
 pub(crate) const META_PURGED: &[u8] = b"purged";
 pub(crate) const META_KV_STATE: &[u8] = b"kv_state";
 pub(crate) const META_KV_CF: &[u8] = b"kv_cf";
+/// The compacted revision: reads below it are refused. Absent: nothing was
+/// compacted (every revision since 1 is kept).
+pub(crate) const META_KV_COMPACTED: &[u8] = b"kv_compacted";
 
 /// Bloom filter bits per key in the key-value column families' tables:
 /// a point read (a single-key range; a put that needs the key's previous
@@ -50,7 +71,7 @@ const KV_MEMTABLE_BYTES_MIN: usize = 64 * 1024;
 fn cf_options(name: &str, kv_memtable_bytes: usize) -> Options {
     let mut options = Options::default();
     match name {
-        CF_KV | CF_KV_ALT => {
+        CF_KV | CF_KV_ALT | CF_HIST | CF_HIST_ALT => {
             options.set_write_buffer_size(kv_memtable_bytes.max(KV_MEMTABLE_BYTES_MIN));
             let mut table = BlockBasedOptions::default();
             table.set_bloom_filter(KV_BLOOM_BITS_PER_KEY, false);
@@ -67,11 +88,19 @@ pub(crate) struct KvPosition {
     pub cf: &'static str,
     pub applied: konsen_core::Index,
     pub revision: i64,
+    /// Reads below this revision are refused; 0 before any compaction.
+    pub compacted: i64,
 }
 
 /// The key-value column family that is not `cf`.
 pub(crate) fn other_kv_cf(cf: &'static str) -> &'static str {
     if cf == CF_KV { CF_KV_ALT } else { CF_KV }
+}
+
+/// The history column family that goes with the key-value column family
+/// `cf`.
+pub(crate) fn hist_cf(cf: &'static str) -> &'static str {
+    if cf == CF_KV { CF_HIST } else { CF_HIST_ALT }
 }
 
 /// RocksDB's own info logs kept in the data dir.
@@ -91,7 +120,7 @@ const WAL_BYTES_MAX: u64 = 16 * 1024 * 1024;
 /// against 153 µs (53 µs) for an append. A recycled file's stale records
 /// carry an older log number, so recovery stops at them like at a torn
 /// tail (`PointInTime` recovery; RocksDB turns recycling off for the
-/// recovery modes it cannot serve). ARCHITECTURE.md, "Where the time goes".
+/// recovery modes it cannot serve). docs/performance.md, item 12.
 const WAL_RECYCLE_FILES: usize = 4;
 
 /// An open database and the path it lives at.
@@ -130,13 +159,26 @@ impl Db {
         // replicates is the node's bottleneck, and compaction can wait
         // (RocksDB slows writes down when level 0 piles up). Flushes keep
         // the normal priority: a late flush stops writes outright.
-        // ARCHITECTURE.md, "Where the time goes", item 16.
+        // docs/performance.md, item 16.
         let mut env = rocksdb::Env::new().map_err(|source| StorageError::Open {
             path: path.to_path_buf(),
             source,
         })?;
         env.lower_thread_pool_cpu_priority();
         options.set_env(&env);
+        // A dir from before history was kept has exactly the older column
+        // families; it gets the history ones (`KvStore::open` migrates it,
+        // on this open or, if this one fails later, on the next).
+        // Any other set of column families is refused as before.
+        if !fresh && let Ok(existing) = DB::list_cf(&options, path) {
+            let mut existing: Vec<&str> = existing.iter().map(String::as_str).collect();
+            existing.sort_unstable();
+            let mut before = CFS_BEFORE_HISTORY.to_vec();
+            before.sort_unstable();
+            if existing == before {
+                options.create_missing_column_families(true);
+            }
+        }
         let cfs =
             CFS.map(|name| ColumnFamilyDescriptor::new(name, cf_options(name, kv_memtable_bytes)));
         let rocks = DB::open_cf_descriptors(&options, path, cfs).map_err(|source| {
@@ -242,10 +284,17 @@ impl Db {
                 .map_err(|e| self.undecodable("state machine position", e))?,
             None => (0, REVISION_INITIAL),
         };
+        let compacted = match self.get_in(view, CF_META, META_KV_COMPACTED)? {
+            Some(bytes) => {
+                decode_revision(&bytes).map_err(|e| self.undecodable("compacted revision", e))?
+            }
+            None => 0,
+        };
         Ok(KvPosition {
             cf,
             applied,
             revision,
+            compacted,
         })
     }
 

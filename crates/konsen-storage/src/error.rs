@@ -108,13 +108,19 @@ pub enum RequestError {
     LeaseProvided,
     #[error("key not found")]
     KeyNotFound,
-    #[error(
-        "historical reads are not supported yet: revision {requested} requested, \
-         current revision is {current}"
-    )]
-    HistoricalRead { requested: i64, current: i64 },
-    #[error("required revision {requested} is a future revision (current revision is {current})")]
+    // etcd's exact words: clients match on them.
+    #[error("mvcc: required revision has been compacted")]
+    Compacted { requested: i64, compacted: i64 },
+    #[error("mvcc: required revision is a future revision")]
     FutureRevision { requested: i64, current: i64 },
+    #[error("revision {0} is negative")]
+    NegativeRevision(i64),
+    #[error("too many operations in txn request")]
+    TooManyOps { count: usize, max: usize },
+    #[error("duplicate key given in txn request")]
+    DuplicateKey,
+    #[error("txn request nested too deep (limit txn_depth_max={max})")]
+    TxnTooDeep { max: usize },
     #[error("malformed command: {0}")]
     Decode(#[from] DecodeError),
 }

@@ -3,8 +3,8 @@
 //!
 //! Without it, every put first reads the key's record from RocksDB, and
 //! that search through the memtable's skip list was the largest single item
-//! of a node's CPU profile under writes (ARCHITECTURE.md, "Where the time
-//! goes"). It is derived state: built by scanning the live key-value column
+//! of a node's CPU profile under writes (docs/performance.md, item 4).
+//! It is derived state: built by scanning the live key-value column
 //! family when the store opens or installs a snapshot, and updated after
 //! each applied batch is written. Like etcd's in-memory key index, it grows
 //! with the number of keys (about 40 bytes plus the key per key).

@@ -3,9 +3,11 @@
 //!
 //! The store has one revision counter. It starts at 1, like a fresh etcd,
 //! and every request that changes something raises it by one: a put always
-//! does, a delete only if it removed a key. Each key records the revision
-//! that created it, the one that last modified it, and how many times it
-//! was written since it was created (its version).
+//! does, a delete only if it removed a key, a txn once if it changed
+//! anything. Each key records the revision that created it, the one that
+//! last modified it, and how many times it was written since it was
+//! created (its version). Every version since the compacted revision is
+//! kept in the history (`history.rs`), for reads at old revisions.
 //!
 //! A batch of committed entries is applied in one `WriteBatch` that also
 //! records the new applied index and revision, so the state on disk is
@@ -21,12 +23,16 @@ use bytes::Bytes;
 use konsen_core::{Entry, EntryKind, Index};
 use rocksdb::WriteBatch;
 
-use crate::codec::{decode_kv, encode_kv, encode_kv_state};
+use crate::codec::{decode_kv, encode_kv, encode_kv_state, encode_revision};
 use crate::command::Command;
-use crate::db::{BATCH_RECORD_OVERHEAD, CF_META, Db, KvPosition, META_KV_STATE};
+use crate::db::{
+    BATCH_RECORD_OVERHEAD, CF_META, Db, KvPosition, META_KV_COMPACTED, META_KV_STATE, hist_cf,
+};
 use crate::error::{RequestError, StorageError};
+use crate::history::{Version, compaction_deletes, history_key, range_at};
 use crate::index::{KeyIndex, KeyMeta};
-use crate::range::KeyRange;
+use crate::range::{KeyRange, scan_stored};
+use crate::txn::{TxnOp, TxnPath, TxnResponse, TxnResult, TxnState, branch, check_path, txn_range};
 
 /// The revision of a store to which nothing was written yet (etcd's too).
 pub const REVISION_INITIAL: i64 = 1;
@@ -62,6 +68,8 @@ pub enum ApplyOutcome {
     Empty,
     Put(PutResult),
     DeleteRange(DeleteRangeResult),
+    Txn(TxnResult),
+    Compact(CompactResult),
     /// The command was refused, alike on every replica, and changed
     /// nothing. A payload that does not decode ends up here too.
     Rejected(RequestError),
@@ -74,6 +82,13 @@ pub struct PutResult {
     pub revision: i64,
     /// The key's state before the put, if asked for and the key existed.
     pub prev_kv: Option<KeyValue>,
+}
+
+/// What etcd's `CompactionResponse` needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CompactResult {
+    /// The current revision (a compaction does not change it).
+    pub revision: i64,
 }
 
 /// What etcd's `DeleteRangeResponse` needs.
@@ -95,6 +110,8 @@ pub struct KvStore {
     pub(crate) cf: &'static str,
     pub(crate) applied: Index,
     pub(crate) revision: i64,
+    /// Reads below this revision are refused (0: nothing compacted).
+    pub(crate) compacted: i64,
     /// Set while a snapshot is being received (one at a time).
     pub(crate) receiving: Arc<std::sync::atomic::AtomicBool>,
     /// What puts need of the live keys' records, in memory.
@@ -103,13 +120,22 @@ pub struct KvStore {
 
 impl KvStore {
     pub(crate) fn open(db: Arc<Db>) -> Result<KvStore, StorageError> {
+        if needs_history(&db)? {
+            migrate_to_history(&db)?;
+        }
         let KvPosition {
             cf,
             applied,
             revision,
+            compacted,
         } = db.kv_position(None)?;
         if revision < REVISION_INITIAL {
             return Err(db.corruption(format!("the recorded revision {revision} is below 1")));
+        }
+        if compacted > revision {
+            return Err(db.corruption(format!(
+                "the compacted revision {compacted} is above the revision {revision}"
+            )));
         }
         let index = KeyIndex::load(&db, cf)?;
         Ok(KvStore {
@@ -117,6 +143,7 @@ impl KvStore {
             cf,
             applied,
             revision,
+            compacted,
             receiving: Arc::default(),
             index,
         })
@@ -137,6 +164,12 @@ impl KvStore {
         self.revision
     }
 
+    /// The compacted revision: reads below it are refused (0 before the
+    /// first compaction).
+    pub fn compacted_revision(&self) -> i64 {
+        self.compacted
+    }
+
     /// The approximate size of the whole database on disk and in memory
     /// (log included), in bytes, for status reports.
     pub fn data_size_bytes(&self) -> Result<u64, StorageError> {
@@ -151,7 +184,13 @@ impl KvStore {
     /// An `Err` means the store could not read or write (or the entries
     /// skip an index); nothing of the batch was applied.
     pub fn apply(&mut self, entries: &[Entry]) -> Result<Vec<ApplyResult>, StorageError> {
-        let mut pending = Pending::new(&self.db, self.cf, &self.index, self.revision);
+        let mut pending = Pending::new(
+            &self.db,
+            self.cf,
+            &self.index,
+            self.revision,
+            self.compacted,
+        );
         let mut applied = self.applied;
         let mut results = Vec::with_capacity(entries.len());
         for entry in entries {
@@ -182,7 +221,8 @@ impl KvStore {
             return Ok(results);
         }
         let revision = pending.revision;
-        let mut batch = pending.batch();
+        let compacted = pending.compacted;
+        let mut batch = pending.batch()?;
         batch.put_cf(
             self.db.cf(CF_META),
             META_KV_STATE,
@@ -193,6 +233,7 @@ impl KvStore {
         self.index.update(&written);
         self.applied = applied;
         self.revision = revision;
+        self.compacted = compacted;
         Ok(results)
     }
 
@@ -200,6 +241,62 @@ impl KvStore {
     pub fn get(&self, key: &[u8]) -> Result<Option<KeyValue>, StorageError> {
         get_stored(&self.db, self.cf, key)
     }
+}
+
+/// Whether the data dir was written before history was kept, and not yet
+/// migrated: no compacted revision recorded (a migration, a compaction and
+/// a snapshot install record one), an empty history, and yet a state (a
+/// live key, or a revision above the first). A dir of this version with a
+/// state has a history: every write adds to it, and compaction keeps the
+/// live keys' versions. Checked on every open, so a first open that fails
+/// after creating the history column families does not skip it.
+fn needs_history(db: &Db) -> Result<bool, StorageError> {
+    if db.get(CF_META, META_KV_COMPACTED)?.is_some() {
+        return Ok(false);
+    }
+    let position = db.kv_position(None)?;
+    let is_empty = |cf: &str| -> Result<bool, StorageError> {
+        let mut it = db.iter(cf, &[], None);
+        it.seek_to_first();
+        let empty = !it.valid();
+        it.status().map_err(|e| db.error(e))?;
+        Ok(empty)
+    };
+    if !is_empty(hist_cf(position.cf))? {
+        return Ok(false);
+    }
+    Ok(position.revision > REVISION_INITIAL || !is_empty(position.cf)?)
+}
+
+/// Gives a data dir from before history was kept its history: every
+/// key's current record, at its mod revision, and the compacted revision
+/// set to the current one (older versions were never kept).
+fn migrate_to_history(db: &Db) -> Result<(), StorageError> {
+    let position = db.kv_position(None)?;
+    let hist = hist_cf(position.cf);
+    let mut batch = WriteBatch::default();
+    let mut keys = 0u64;
+    scan_stored(db, position.cf, &KeyRange::new(vec![0], vec![0]), |kv| {
+        batch.put_cf(
+            db.cf(hist),
+            history_key(&kv.key, kv.mod_revision),
+            encode_kv(&kv),
+        );
+        keys += 1;
+        true
+    })?;
+    batch.put_cf(
+        db.cf(CF_META),
+        META_KV_COMPACTED,
+        encode_revision(position.revision),
+    );
+    db.write(batch, true)?;
+    tracing::info!(
+        "data dir {}: history started at revision {} ({keys} keys); older revisions read as compacted",
+        db.path().display(),
+        position.revision
+    );
+    Ok(())
 }
 
 /// Reads `key` from disk.
@@ -219,18 +316,61 @@ struct Pending<'a> {
     cf: &'static str,
     index: &'a KeyIndex,
     revision: i64,
+    compacted: i64,
     /// Key → its new state (`None`: deleted) for every key written.
     written: BTreeMap<Vec<u8>, Option<KeyValue>>,
+    /// Every version written, in order, for the history.
+    history: Vec<Version>,
+    /// A compaction applied in this batch (the highest).
+    compact_to: Option<i64>,
+}
+
+impl TxnState for Pending<'_> {
+    fn revision(&self) -> i64 {
+        self.revision
+    }
+
+    fn compacted(&self) -> i64 {
+        self.compacted
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<KeyValue>, StorageError> {
+        Pending::get(self, key)
+    }
+
+    fn scan(&self, range: &KeyRange) -> Result<Vec<KeyValue>, StorageError> {
+        Pending::scan(self, range)
+    }
+
+    fn scan_at(&self, range: &KeyRange, revision: i64) -> Result<Vec<KeyValue>, StorageError> {
+        range_at(
+            self.db,
+            None,
+            hist_cf(self.cf),
+            range,
+            revision,
+            &self.history,
+        )
+    }
 }
 
 impl<'a> Pending<'a> {
-    fn new(db: &'a Db, cf: &'static str, index: &'a KeyIndex, revision: i64) -> Self {
+    fn new(
+        db: &'a Db,
+        cf: &'static str,
+        index: &'a KeyIndex,
+        revision: i64,
+        compacted: i64,
+    ) -> Self {
         Pending {
             db,
             cf,
             index,
             revision,
+            compacted,
             written: BTreeMap::new(),
+            history: Vec::new(),
+            compact_to: None,
         }
     }
 
@@ -255,7 +395,7 @@ impl<'a> Pending<'a> {
             return Ok(Vec::new());
         }
         let mut found: BTreeMap<Vec<u8>, KeyValue> = BTreeMap::new();
-        crate::range::scan_stored(self.db, self.cf, range, |kv| {
+        scan_stored(self.db, self.cf, range, |kv| {
             found.insert(kv.key.clone(), kv);
             true
         })?;
@@ -281,41 +421,21 @@ impl<'a> Pending<'a> {
                 if key.is_empty() {
                     return Ok(ApplyOutcome::Rejected(RequestError::EmptyKey));
                 }
-                // The whole previous record only when its value is needed.
-                let (prev, meta) = if prev_kv || ignore_value {
-                    let prev = self.get(&key)?;
-                    let meta = prev.as_ref().map(KeyMeta::of);
-                    (prev, meta)
-                } else {
-                    (None, self.meta(&key))
-                };
-                let (value, lease) = match (meta, ignore_value, ignore_lease) {
-                    (None, true, _) | (None, _, true) => {
-                        return Ok(ApplyOutcome::Rejected(RequestError::KeyNotFound));
-                    }
-                    (Some(m), _, _) => (
-                        match (&prev, ignore_value) {
-                            (Some(p), true) => p.value.clone(),
-                            _ => value,
-                        },
-                        if ignore_lease { m.lease } else { lease },
-                    ),
-                    (None, false, false) => (value, lease),
-                };
-                self.revision += 1;
-                let kv = KeyValue {
-                    create_revision: meta.map_or(self.revision, |m| m.create_revision),
-                    mod_revision: self.revision,
-                    version: meta.map_or(1, |m| m.version + 1),
-                    key: key.clone(),
-                    value,
-                    lease,
-                };
-                self.written.insert(key, Some(kv));
-                Ok(ApplyOutcome::Put(PutResult {
-                    revision: self.revision,
-                    prev_kv: if prev_kv { prev } else { None },
-                }))
+                let revision = self.revision + 1;
+                Ok(
+                    match self.put_at(
+                        revision,
+                        key,
+                        value,
+                        lease,
+                        prev_kv,
+                        ignore_value,
+                        ignore_lease,
+                    )? {
+                        Ok(put) => ApplyOutcome::Put(put),
+                        Err(e) => ApplyOutcome::Rejected(e),
+                    },
+                )
             }
             Command::DeleteRange {
                 key,
@@ -325,38 +445,219 @@ impl<'a> Pending<'a> {
                 if key.is_empty() {
                     return Ok(ApplyOutcome::Rejected(RequestError::EmptyKey));
                 }
-                let doomed = self.scan(&KeyRange::new(key, range_end))?;
-                if !doomed.is_empty() {
-                    self.revision += 1;
+                let revision = self.revision + 1;
+                Ok(ApplyOutcome::DeleteRange(
+                    self.delete_at(revision, key, range_end, prev_kv)?,
+                ))
+            }
+            Command::Txn(txn) => {
+                // The proposer checked it; a log entry is applied alike on
+                // every replica whatever it holds, so check again.
+                if let Err(e) = txn.check_duplicates() {
+                    return Ok(ApplyOutcome::Rejected(e));
                 }
-                for kv in &doomed {
-                    self.written.insert(kv.key.clone(), None);
+                let path = TxnPath::decide(self, &txn)?;
+                if let Err(e) = check_path(self, &txn, &path)? {
+                    return Ok(ApplyOutcome::Rejected(e));
                 }
-                Ok(ApplyOutcome::DeleteRange(DeleteRangeResult {
+                let revision = self.revision + 1;
+                Ok(ApplyOutcome::Txn(self.run_txn(&txn, &path, revision)?))
+            }
+            Command::Compact { revision } => {
+                if revision <= self.compacted {
+                    return Ok(ApplyOutcome::Rejected(RequestError::Compacted {
+                        requested: revision,
+                        compacted: self.compacted,
+                    }));
+                }
+                if revision > self.revision {
+                    return Ok(ApplyOutcome::Rejected(RequestError::FutureRevision {
+                        requested: revision,
+                        current: self.revision,
+                    }));
+                }
+                self.compacted = revision;
+                self.compact_to = Some(revision);
+                Ok(ApplyOutcome::Compact(CompactResult {
                     revision: self.revision,
-                    deleted: doomed.len() as i64,
-                    prev_kvs: if prev_kv { doomed } else { Vec::new() },
                 }))
             }
         }
     }
 
-    fn batch(&self) -> WriteBatch {
+    /// Runs the operations of `txn`'s path, every write at `revision`.
+    fn run_txn(
+        &mut self,
+        txn: &crate::txn::Txn,
+        path: &TxnPath,
+        revision: i64,
+    ) -> Result<TxnResult, StorageError> {
+        let mut nested = path.nested.iter();
+        let mut responses = Vec::new();
+        for op in branch(txn, path.succeeded) {
+            responses.push(match op {
+                TxnOp::Range(r) => TxnResponse::Range(txn_range(self, r)?),
+                TxnOp::Put {
+                    key,
+                    value,
+                    lease,
+                    prev_kv,
+                    ignore_value,
+                    ignore_lease,
+                } => {
+                    let put = self.put_at(
+                        revision,
+                        key.clone(),
+                        value.clone(),
+                        *lease,
+                        *prev_kv,
+                        *ignore_value,
+                        *ignore_lease,
+                    )?;
+                    TxnResponse::Put(
+                        put.expect("txn invariant: check_path let no failing put through"),
+                    )
+                }
+                TxnOp::DeleteRange {
+                    key,
+                    range_end,
+                    prev_kv,
+                } => TxnResponse::DeleteRange(self.delete_at(
+                    revision,
+                    key.clone(),
+                    range_end.clone(),
+                    *prev_kv,
+                )?),
+                TxnOp::Txn(t) => {
+                    let p = nested
+                        .next()
+                        .expect("txn path invariant: one path per nested txn");
+                    TxnResponse::Txn(self.run_txn(t, p, revision)?)
+                }
+            });
+        }
+        Ok(TxnResult {
+            revision: self.revision,
+            succeeded: path.succeeded,
+            responses,
+        })
+    }
+
+    /// Puts `key` at `revision` (the store's revision becomes it).
+    #[allow(clippy::too_many_arguments)]
+    fn put_at(
+        &mut self,
+        revision: i64,
+        key: Vec<u8>,
+        value: Bytes,
+        lease: i64,
+        prev_kv: bool,
+        ignore_value: bool,
+        ignore_lease: bool,
+    ) -> Result<Result<PutResult, RequestError>, StorageError> {
+        // The whole previous record only when its value is needed.
+        let (prev, meta) = if prev_kv || ignore_value {
+            let prev = self.get(&key)?;
+            let meta = prev.as_ref().map(KeyMeta::of);
+            (prev, meta)
+        } else {
+            (None, self.meta(&key))
+        };
+        let (value, lease) = match (meta, ignore_value, ignore_lease) {
+            (None, true, _) | (None, _, true) => return Ok(Err(RequestError::KeyNotFound)),
+            (Some(m), _, _) => (
+                match (&prev, ignore_value) {
+                    (Some(p), true) => p.value.clone(),
+                    _ => value,
+                },
+                if ignore_lease { m.lease } else { lease },
+            ),
+            (None, false, false) => (value, lease),
+        };
+        self.revision = revision;
+        let kv = KeyValue {
+            create_revision: meta.map_or(revision, |m| m.create_revision),
+            mod_revision: revision,
+            version: meta.map_or(1, |m| m.version + 1),
+            key: key.clone(),
+            value,
+            lease,
+        };
+        self.history.push(Version {
+            key: key.clone(),
+            revision,
+            state: Some(kv.clone()),
+        });
+        self.written.insert(key, Some(kv));
+        Ok(Ok(PutResult {
+            revision,
+            prev_kv: if prev_kv { prev } else { None },
+        }))
+    }
+
+    /// Deletes the keys in `[key, range_end)` at `revision` (the store's
+    /// revision becomes it if any key was deleted).
+    fn delete_at(
+        &mut self,
+        revision: i64,
+        key: Vec<u8>,
+        range_end: Vec<u8>,
+        prev_kv: bool,
+    ) -> Result<DeleteRangeResult, StorageError> {
+        let doomed = self.scan(&KeyRange::new(key, range_end))?;
+        if !doomed.is_empty() {
+            self.revision = revision;
+        }
+        for kv in &doomed {
+            self.history.push(Version {
+                key: kv.key.clone(),
+                revision,
+                state: None,
+            });
+            self.written.insert(kv.key.clone(), None);
+        }
+        Ok(DeleteRangeResult {
+            revision: self.revision,
+            deleted: doomed.len() as i64,
+            prev_kvs: if prev_kv { doomed } else { Vec::new() },
+        })
+    }
+
+    /// The batch that writes everything: current records, history, and a
+    /// compaction's deletes after them.
+    fn batch(&self) -> Result<WriteBatch, StorageError> {
         let bytes: usize = self
-            .written
+            .history
             .iter()
-            .map(|(key, state)| {
-                key.len() + state.as_ref().map_or(0, |kv| kv.value.len()) + BATCH_RECORD_OVERHEAD
+            .map(|v| {
+                2 * (v.key.len()
+                    + v.state.as_ref().map_or(0, |kv| kv.value.len())
+                    + BATCH_RECORD_OVERHEAD)
             })
             .sum();
         let mut batch = WriteBatch::with_capacity_bytes(bytes + BATCH_RECORD_OVERHEAD);
         let cf = self.db.cf(self.cf);
+        let hist = self.db.cf(hist_cf(self.cf));
         for (key, state) in &self.written {
             match state {
                 Some(kv) => batch.put_cf(cf, key, encode_kv(kv)),
                 None => batch.delete_cf(cf, key),
             }
         }
-        batch
+        for v in &self.history {
+            let record = v.state.as_ref().map(encode_kv).unwrap_or_default();
+            batch.put_cf(hist, history_key(&v.key, v.revision), record);
+        }
+        if let Some(revision) = self.compact_to {
+            for key in compaction_deletes(self.db, hist_cf(self.cf), revision, &self.history)? {
+                batch.delete_cf(hist, key);
+            }
+            batch.put_cf(
+                self.db.cf(CF_META),
+                META_KV_COMPACTED,
+                encode_revision(revision),
+            );
+        }
+        Ok(batch)
     }
 }

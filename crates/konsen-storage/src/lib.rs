@@ -20,7 +20,9 @@
 //! | `meta`        | `purged`                   | version, last purged index and its term            |
 //! | `meta`        | `kv_state`                 | version, applied index, revision                   |
 //! | `meta`        | `kv_cf`                    | version, which of `kv`/`kv_alt` is in use          |
+//! | `meta`        | `kv_compacted`             | version, the compacted revision                    |
 //! | `kv`, `kv_alt`| the user's key             | version, create/mod revision, version, lease, value |
+//! | `hist`, `hist_alt` | escaped key, revision | the key's record at that revision; empty: deleted  |
 //!
 //! Big-endian index keys make RocksDB's byte order the log's order, so a
 //! suffix or prefix of the log is one `delete_range`. Every value starts
@@ -62,6 +64,8 @@
 //! * `db.rs`: RocksDB options, column families, keys, read/write helpers.
 //! * `log.rs`: [`LogStore`], the Raft log.
 //! * `kv.rs`: [`KvStore`] and applying entries; `range.rs`: reads.
+//! * `txn.rs`: [`Txn`], its checks and evaluation; `history.rs`: the
+//!   versions kept for reads at old revisions, and compaction.
 //! * `snapshot.rs`: reading, receiving and installing snapshots.
 //! * `command.rs`: [`Command`], the log entry payload.
 //! * `codec.rs`: the on-disk record formats.
@@ -71,6 +75,7 @@ mod codec;
 mod command;
 mod db;
 mod error;
+mod history;
 mod index;
 mod kv;
 mod log;
@@ -78,16 +83,22 @@ mod options;
 mod range;
 mod snapshot;
 mod store;
+mod txn;
 
 pub use command::Command;
 pub use error::{DecodeError, RequestError, StorageError};
 pub use kv::{
-    ApplyOutcome, ApplyResult, DeleteRangeResult, KeyValue, KvStore, PutResult, REVISION_INITIAL,
+    ApplyOutcome, ApplyResult, CompactResult, DeleteRangeResult, KeyValue, KvStore, PutResult,
+    REVISION_INITIAL,
 };
 pub use log::LogStore;
 pub use options::{KV_MEMTABLE_BYTES_DEFAULT, REQUEST_BYTES_MAX_DEFAULT, StorageOptions};
-pub use range::{KvReader, RangeRequest, RangeResponse};
+pub use range::{KvReader, RangeRequest, RangeResponse, SortOrder, SortTarget};
 pub use snapshot::{
     Receiving, SnapshotHeader, SnapshotStats, Snapshots, StagedSnapshot, install_snapshot,
 };
 pub use store::{NodeIdentity, RocksStore};
+pub use txn::{
+    Compare, CompareResult, CompareTarget, TXN_DEPTH_MAX, TXN_OPS_MAX_DEFAULT, Txn, TxnOp,
+    TxnResponse, TxnResult,
+};

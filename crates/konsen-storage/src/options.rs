@@ -32,6 +32,10 @@ pub struct StorageOptions {
     /// Memtable size of the key-value column families (at least 64 KiB).
     /// Default: [`KV_MEMTABLE_BYTES_DEFAULT`].
     pub kv_memtable_bytes: usize,
+    /// The most compares, and the most operations in each branch, of one
+    /// txn (etcd's `--max-txn-ops`). Checked before a txn is proposed.
+    /// Default: [`crate::TXN_OPS_MAX_DEFAULT`] (128, like etcd).
+    pub txn_ops_max: usize,
 }
 
 impl Default for StorageOptions {
@@ -40,6 +44,7 @@ impl Default for StorageOptions {
             request_bytes_max: REQUEST_BYTES_MAX_DEFAULT,
             unsafe_no_fsync: false,
             kv_memtable_bytes: KV_MEMTABLE_BYTES_DEFAULT,
+            txn_ops_max: crate::txn::TXN_OPS_MAX_DEFAULT,
         }
     }
 }

@@ -1,14 +1,36 @@
 //! Reading the key-value state: [`KvStore::range`] with etcd's `Range`
 //! semantics, and the key-range conventions shared with deletes.
 
+use std::cmp::Ordering;
 use std::ops::Bound;
-
 use std::sync::Arc;
 
 use crate::codec::decode_kv;
-use crate::db::Db;
+use crate::db::{Db, KvPosition, hist_cf};
 use crate::error::{RequestError, StorageError};
 use crate::kv::{KeyValue, KvStore};
+
+/// How a range orders its keys (etcd `RangeRequest.SortOrder`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SortOrder {
+    /// By key, ascending (unless `sort_target` is not the key: then
+    /// ascending by that target, as etcd does).
+    #[default]
+    None,
+    Ascend,
+    Descend,
+}
+
+/// What a range sorts by (etcd `RangeRequest.SortTarget`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SortTarget {
+    #[default]
+    Key,
+    Version,
+    Create,
+    Mod,
+    Value,
+}
 
 /// A read of the keys in `[key, range_end)` (etcd `RangeRequest`).
 ///
@@ -21,13 +43,34 @@ pub struct RangeRequest {
     pub range_end: Vec<u8>,
     /// The most keys to return; 0 (or negative) for no limit.
     pub limit: i64,
-    /// The revision to read at: 0 (or negative) or the current revision.
-    /// Older revisions are not kept yet, so anything else is an error.
+    /// The revision to read at: 0 for the current one. Below the compacted
+    /// revision or above the current one is an error; below 0 too.
     pub revision: i64,
     /// Return keys and their revisions, not their values.
     pub keys_only: bool,
     /// Return only the count.
     pub count_only: bool,
+    pub sort_order: SortOrder,
+    pub sort_target: SortTarget,
+    /// Revision filters, applied after the count (as etcd does); 0 means
+    /// no bound.
+    pub min_mod_revision: i64,
+    pub max_mod_revision: i64,
+    pub min_create_revision: i64,
+    pub max_create_revision: i64,
+}
+
+impl RangeRequest {
+    /// Whether the answer is the stored keys in key order, cut at `limit`:
+    /// no sorting, no filters (the fast path).
+    pub fn is_plain(&self) -> bool {
+        matches!(self.sort_order, SortOrder::None | SortOrder::Ascend)
+            && self.sort_target == SortTarget::Key
+            && self.min_mod_revision == 0
+            && self.max_mod_revision == 0
+            && self.min_create_revision == 0
+            && self.max_create_revision == 0
+    }
 }
 
 /// The answer to a [`RangeRequest`] (etcd `RangeResponse`).
@@ -44,10 +87,111 @@ pub struct RangeResponse {
     pub revision: i64,
 }
 
+/// The revision a read at `requested` sees, given the store's `current`
+/// and `compacted` revisions, or etcd's error.
+pub(crate) fn read_revision(
+    requested: i64,
+    current: i64,
+    compacted: i64,
+) -> Result<i64, RequestError> {
+    if requested < 0 {
+        return Err(RequestError::NegativeRevision(requested));
+    }
+    if requested > current {
+        return Err(RequestError::FutureRevision { requested, current });
+    }
+    if requested == 0 {
+        return Ok(current);
+    }
+    if requested < compacted {
+        return Err(RequestError::Compacted {
+            requested,
+            compacted,
+        });
+    }
+    Ok(requested)
+}
+
+/// etcd's range answer from every key in the range at `revision` (sorted
+/// by key, values included): counts, filters, sorts and cuts at the
+/// limit.
+pub(crate) fn finish_range(
+    mut kvs: Vec<KeyValue>,
+    request: &RangeRequest,
+    revision: i64,
+) -> RangeResponse {
+    let count = kvs.len() as i64;
+    if request.count_only {
+        return RangeResponse {
+            kvs: Vec::new(),
+            count,
+            more: false,
+            revision,
+        };
+    }
+    let within =
+        |value: i64, min: i64, max: i64| (min == 0 || value >= min) && (max == 0 || value <= max);
+    kvs.retain(|kv| {
+        within(
+            kv.mod_revision,
+            request.min_mod_revision,
+            request.max_mod_revision,
+        ) && within(
+            kv.create_revision,
+            request.min_create_revision,
+            request.max_create_revision,
+        )
+    });
+    let order = match (request.sort_order, request.sort_target) {
+        (SortOrder::None, SortTarget::Key) => SortOrder::None,
+        (SortOrder::None, _) => SortOrder::Ascend,
+        (order, _) => order,
+    };
+    let by = |a: &KeyValue, b: &KeyValue| -> Ordering {
+        match request.sort_target {
+            SortTarget::Key => a.key.cmp(&b.key),
+            SortTarget::Version => a.version.cmp(&b.version),
+            SortTarget::Create => a.create_revision.cmp(&b.create_revision),
+            SortTarget::Mod => a.mod_revision.cmp(&b.mod_revision),
+            SortTarget::Value => a.value.cmp(&b.value),
+        }
+    };
+    match order {
+        SortOrder::None => {}
+        SortOrder::Ascend => kvs.sort_by(by),
+        SortOrder::Descend => kvs.sort_by(|a, b| by(b, a)),
+    }
+    let mut more = false;
+    if let Ok(limit) = usize::try_from(request.limit)
+        && limit > 0
+        && kvs.len() > limit
+    {
+        kvs.truncate(limit);
+        more = true;
+    }
+    if request.keys_only {
+        for kv in &mut kvs {
+            kv.value = bytes::Bytes::new();
+        }
+    }
+    RangeResponse {
+        kvs,
+        count,
+        more,
+        revision,
+    }
+}
+
 impl KvStore {
-    /// Reads the keys a request selects, at the current revision.
+    /// Reads the keys a request selects.
     pub fn range(&self, request: &RangeRequest) -> Result<RangeResponse, StorageError> {
-        range_in(&self.db, None, self.cf, self.revision, request)
+        let position = KvPosition {
+            cf: self.cf,
+            applied: self.applied,
+            revision: self.revision,
+            compacted: self.compacted,
+        };
+        range_in(&self.db, None, position, request)
     }
 
     /// A handle that reads the latest applied state from other threads
@@ -64,7 +208,7 @@ impl KvStore {
 /// revision included. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct KvReader {
-    db: Arc<Db>,
+    pub(crate) db: Arc<Db>,
 }
 
 impl KvReader {
@@ -73,36 +217,109 @@ impl KvReader {
         let db = &*self.db;
         let view = db.snapshot();
         let position = db.kv_position(Some(&view))?;
-        range_in(db, Some(&view), position.cf, position.revision, request)
+        range_in(db, Some(&view), position, request)
+    }
+
+    /// Serves a read-only txn (see [`crate::Txn::is_read_only`]) against
+    /// one consistent view of the latest applied state. A txn that writes
+    /// is refused: it must go through the log.
+    pub fn txn(&self, txn: &crate::Txn) -> Result<crate::TxnResult, StorageError> {
+        assert!(
+            txn.is_read_only(),
+            "read-only txn invariant: KvReader::txn was given a txn that writes"
+        );
+        let db = &*self.db;
+        let view = db.snapshot();
+        let position = db.kv_position(Some(&view))?;
+        let state = ViewState {
+            db,
+            view: &view,
+            position,
+        };
+        let path = crate::txn::TxnPath::decide(&state, txn)?;
+        crate::txn::check_path(&state, txn, &path)?.map_err(StorageError::Request)?;
+        crate::txn::run_read_only(&state, txn, &path)
+    }
+
+    /// The current and compacted revisions of the latest applied state.
+    pub fn revisions(&self) -> Result<(i64, i64), StorageError> {
+        let position = self.db.kv_position(None)?;
+        Ok((position.revision, position.compacted))
     }
 }
 
-/// A range read of `cf` (as of `view`, if given) whose current revision
-/// is `current`.
+/// The applied state as of a view, for read-only txns.
+struct ViewState<'a> {
+    db: &'a Db,
+    view: &'a rocksdb::Snapshot<'a>,
+    position: KvPosition,
+}
+
+impl crate::txn::TxnState for ViewState<'_> {
+    fn revision(&self) -> i64 {
+        self.position.revision
+    }
+
+    fn compacted(&self) -> i64 {
+        self.position.compacted
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<KeyValue>, StorageError> {
+        match self.db.get_in(Some(self.view), self.position.cf, key)? {
+            Some(bytes) => decode_kv(key, &bytes, false)
+                .map(Some)
+                .map_err(|e| self.db.undecodable("key-value record", e)),
+            None => Ok(None),
+        }
+    }
+
+    fn scan(&self, range: &KeyRange) -> Result<Vec<KeyValue>, StorageError> {
+        let mut kvs = Vec::new();
+        scan_stored_in(self.db, Some(self.view), self.position.cf, range, |kv| {
+            kvs.push(kv);
+            true
+        })?;
+        Ok(kvs)
+    }
+
+    fn scan_at(&self, range: &KeyRange, revision: i64) -> Result<Vec<KeyValue>, StorageError> {
+        crate::history::range_at(
+            self.db,
+            Some(self.view),
+            hist_cf(self.position.cf),
+            range,
+            revision,
+            &[],
+        )
+    }
+}
+
+/// A range read of the state at `position` (as of `view`, if given).
 fn range_in(
     db: &Db,
     view: Option<&rocksdb::Snapshot<'_>>,
-    cf: &str,
-    current: i64,
+    position: KvPosition,
     request: &RangeRequest,
 ) -> Result<RangeResponse, StorageError> {
     if request.key.is_empty() {
         return Err(RequestError::EmptyKey.into());
     }
-    if request.revision > current {
-        return Err(RequestError::FutureRevision {
-            requested: request.revision,
-            current,
-        }
-        .into());
+    let current = position.revision;
+    let revision = read_revision(request.revision, current, position.compacted)?;
+    let range = KeyRange::new(request.key.clone(), request.range_end.clone());
+    if revision < current {
+        let kvs = crate::history::range_at(db, view, hist_cf(position.cf), &range, revision, &[])?;
+        return Ok(finish_range(kvs, request, revision));
     }
-    if request.revision > 0 && request.revision != current {
-        return Err(RequestError::HistoricalRead {
-            requested: request.revision,
-            current,
-        }
-        .into());
+    if !request.is_plain() {
+        let mut kvs = Vec::new();
+        scan_stored_in(db, view, position.cf, &range, |kv| {
+            kvs.push(kv);
+            true
+        })?;
+        return Ok(finish_range(kvs, request, revision));
     }
+    let cf = position.cf;
     let limit = usize::try_from(request.limit)
         .ok()
         .filter(|&l| l > 0)
@@ -130,7 +347,6 @@ fn range_in(
             visit(&request.key, &value);
         }
     } else {
-        let range = KeyRange::new(request.key.clone(), request.range_end.clone());
         scan_raw_in(db, view, cf, &range, visit)?;
     }
     if let Some((key, e)) = bad {
@@ -168,6 +384,16 @@ impl KeyRange {
         KeyRange { start: key, end }
     }
 
+    /// The start and the exclusive end (`None`: no upper end).
+    pub(crate) fn ends(&self) -> (&[u8], Option<&[u8]>) {
+        (&self.start, self.end.as_deref())
+    }
+
+    /// Whether `key` lies in the range.
+    pub(crate) fn contains(&self, key: &[u8]) -> bool {
+        key >= self.start.as_slice() && self.end.as_ref().is_none_or(|end| key < end.as_slice())
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.end.as_ref().is_some_and(|end| *end <= self.start)
     }
@@ -187,19 +413,9 @@ impl KeyRange {
     }
 }
 
-/// Visits the stored records in `range` in key order, with their raw
-/// bytes, until `visit` returns false.
-pub(crate) fn scan_raw(
-    db: &Db,
-    cf: &str,
-    range: &KeyRange,
-    visit: impl FnMut(&[u8], &[u8]) -> bool,
-) -> Result<(), StorageError> {
-    scan_raw_in(db, None, cf, range, visit)
-}
-
-/// [`scan_raw`], as of `view` if given.
-fn scan_raw_in(
+/// Visits the stored records in `range` (as of `view`, if given) in key
+/// order, with their raw bytes, until `visit` returns false.
+pub(crate) fn scan_raw_in(
     db: &Db,
     view: Option<&rocksdb::Snapshot<'_>>,
     cf: &str,
@@ -226,10 +442,21 @@ pub(crate) fn scan_stored(
     db: &Db,
     cf: &str,
     range: &KeyRange,
+    visit: impl FnMut(KeyValue) -> bool,
+) -> Result<(), StorageError> {
+    scan_stored_in(db, None, cf, range, visit)
+}
+
+/// [`scan_stored`], as of `view` if given.
+pub(crate) fn scan_stored_in(
+    db: &Db,
+    view: Option<&rocksdb::Snapshot<'_>>,
+    cf: &str,
+    range: &KeyRange,
     mut visit: impl FnMut(KeyValue) -> bool,
 ) -> Result<(), StorageError> {
     let mut bad = None;
-    scan_raw(db, cf, range, |key, value| {
+    scan_raw_in(db, view, cf, range, |key, value| {
         match decode_kv(key, value, false) {
             Ok(kv) => visit(kv),
             Err(e) => {

@@ -20,7 +20,12 @@
 //!
 //! A chunk's data is a sequence of records: key length (`u32` big-endian),
 //! key, record length, record (the stored format of `codec::encode_kv`).
-//! Keys are strictly increasing across the whole snapshot.
+//! First come the current records, keys strictly increasing; then one
+//! record with an empty key whose record is the compacted revision (`i64`
+//! big-endian); then the history (`history.rs`): history keys strictly
+//! increasing, each with the key's record at that revision or nothing for
+//! a delete. So a follower that installs a snapshot answers reads at every
+//! revision since the compaction point, as the leader does.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,13 +35,14 @@ use rocksdb::WriteBatch;
 
 use crate::codec::{
     Reader, decode_entry, decode_kv, decode_purged, encode_hard_state, encode_kv_cf,
-    encode_kv_state, log_key, put_bytes,
+    encode_kv_state, encode_revision, log_key, put_bytes,
 };
 use crate::db::{
-    CF_LOG, CF_META, Db, KvPosition, META_HARD_STATE, META_KV_CF, META_KV_STATE, META_PURGED,
-    other_kv_cf,
+    CF_LOG, CF_META, Db, KvPosition, META_HARD_STATE, META_KV_CF, META_KV_COMPACTED, META_KV_STATE,
+    META_PURGED, hist_cf, other_kv_cf,
 };
 use crate::error::StorageError;
+use crate::history::parse_history_key;
 use crate::index::KeyIndex;
 use crate::kv::{KvStore, REVISION_INITIAL};
 use crate::log::LogStore;
@@ -94,22 +100,37 @@ impl Snapshots {
         if !on_header(header) {
             return Ok(stats);
         }
-        let mut it = db.iter_in(Some(&view), cf, &[], None);
-        it.seek_to_first();
+        let compacted = db.kv_position(Some(&view))?.compacted;
         let mut chunk = Vec::new();
-        while let Some((key, record)) = it.item() {
-            if !chunk.is_empty() && chunk.len() + record_bytes(key, record) > chunk_bytes_max {
-                stats.chunks += 1;
-                stats.bytes += chunk.len() as u64;
-                if !on_chunk(std::mem::take(&mut chunk)) {
+        let mut emit =
+            |chunk: &mut Vec<u8>, key: &[u8], record: &[u8], stats: &mut SnapshotStats| {
+                if !chunk.is_empty() && chunk.len() + record_bytes(key, record) > chunk_bytes_max {
+                    stats.chunks += 1;
+                    stats.bytes += chunk.len() as u64;
+                    if !on_chunk(std::mem::take(chunk)) {
+                        return false;
+                    }
+                }
+                put_record(chunk, key, record);
+                true
+            };
+        for (part, name) in [cf, hist_cf(cf)].into_iter().enumerate() {
+            if part == 1 && !emit(&mut chunk, &[], &compacted.to_be_bytes(), &mut stats) {
+                return Ok(stats);
+            }
+            let mut it = db.iter_in(Some(&view), name, &[], None);
+            it.seek_to_first();
+            while let Some((key, record)) = it.item() {
+                if !emit(&mut chunk, key, record, &mut stats) {
                     return Ok(stats);
                 }
+                if part == 0 {
+                    stats.keys += 1;
+                }
+                it.next();
             }
-            put_record(&mut chunk, key, record);
-            stats.keys += 1;
-            it.next();
+            it.status().map_err(|e| db.error(e))?;
         }
-        it.status().map_err(|e| db.error(e))?;
         if !chunk.is_empty() {
             stats.chunks += 1;
             stats.bytes += chunk.len() as u64;
@@ -159,10 +180,12 @@ impl Snapshots {
         // snapshot, and none is being received but this one.
         let cf = other_kv_cf(self.db.kv_position(None)?.cf);
         self.db.clear(cf)?;
+        self.db.clear(hist_cf(cf))?;
         Ok(Receiving {
             db: Arc::clone(&self.db),
             cf,
             header,
+            history: None,
             last_key: None,
             stats: SnapshotStats::default(),
             busy,
@@ -179,6 +202,7 @@ fn view_header(
         cf,
         applied: index,
         revision,
+        ..
     } = db.kv_position(Some(view))?;
     let (purged_index, purged_term) = match db.get_in(Some(view), CF_META, META_PURGED)? {
         Some(bytes) => decode_purged(&bytes).map_err(|e| db.undecodable("purge point", e))?,
@@ -236,6 +260,8 @@ pub struct Receiving {
     db: Arc<Db>,
     cf: &'static str,
     header: SnapshotHeader,
+    /// The compacted revision, once the history part has begun.
+    history: Option<i64>,
     last_key: Option<Vec<u8>>,
     stats: SnapshotStats,
     busy: BusyGuard,
@@ -259,17 +285,56 @@ impl Receiving {
         };
         let mut batch = WriteBatch::default();
         let cf = self.db.cf(self.cf);
+        let hist = self.db.cf(hist_cf(self.cf));
         let mut records = Reader::new("snapshot chunk", data);
         let mut keys = 0;
         let mut last_key = self.last_key.clone();
+        let mut history = self.history;
         while !records.is_empty() {
             let key = records.bytes().map_err(|e| bad(e.to_string()))?;
             let record = records.bytes().map_err(|e| bad(e.to_string()))?;
             if key.is_empty() {
-                return Err(bad("empty key".into()));
+                if history.is_some() {
+                    return Err(bad("a second history marker".into()));
+                }
+                let compacted = record
+                    .try_into()
+                    .map(i64::from_be_bytes)
+                    .map_err(|_| bad(format!("history marker of {} bytes", record.len())))?;
+                if !(0..=self.header.revision).contains(&compacted) {
+                    return Err(bad(format!(
+                        "compacted revision {compacted} outside the snapshot's revision {}",
+                        self.header.revision
+                    )));
+                }
+                history = Some(compacted);
+                last_key = None;
+                continue;
             }
             if last_key.as_deref().is_some_and(|last| last >= key) {
                 return Err(bad("keys out of order".into()));
+            }
+            if history.is_some() {
+                let (user_key, revision) =
+                    parse_history_key(key).map_err(|e| bad(e.to_string()))?;
+                if revision < REVISION_INITIAL || revision > self.header.revision {
+                    return Err(bad(format!(
+                        "history revision {revision} outside the snapshot's revision {}",
+                        self.header.revision
+                    )));
+                }
+                if !record.is_empty() {
+                    let kv = decode_kv(&user_key, record, true).map_err(|e| bad(e.to_string()))?;
+                    if kv.mod_revision != revision {
+                        return Err(bad(format!(
+                            "history record at revision {revision} says mod revision {}",
+                            kv.mod_revision
+                        )));
+                    }
+                }
+                batch.put_cf(hist, key, record);
+                last_key = Some(key.to_vec());
+                continue;
             }
             let kv = decode_kv(key, record, true).map_err(|e| bad(e.to_string()))?;
             if kv.create_revision < REVISION_INITIAL
@@ -287,6 +352,7 @@ impl Receiving {
             keys += 1;
         }
         self.db.write(batch, false)?;
+        self.history = history;
         self.last_key = last_key;
         self.stats.keys += keys;
         self.stats.bytes += data.len() as u64;
@@ -298,6 +364,9 @@ impl Receiving {
     pub fn finish(self) -> StagedSnapshot {
         StagedSnapshot {
             header: self.header,
+            // A sender without history: only the snapshot's own revision
+            // can be read.
+            compacted: self.history.unwrap_or(self.header.revision),
             stats: self.stats,
             cf: self.cf,
             db: self.db,
@@ -310,6 +379,7 @@ impl Receiving {
 #[derive(Debug)]
 pub struct StagedSnapshot {
     header: SnapshotHeader,
+    compacted: i64,
     stats: SnapshotStats,
     cf: &'static str,
     db: Arc<Db>,
@@ -363,21 +433,27 @@ pub fn install_snapshot(
         META_KV_STATE,
         encode_kv_state(index, revision),
     );
+    batch.put_cf(
+        db.cf(CF_META),
+        META_KV_COMPACTED,
+        encode_revision(staged.compacted),
+    );
     db.write(batch, log.syncs())?;
     log.restored_snapshot(index, term, hard_state);
     let old = kv.cf;
     kv.cf = staged.cf;
     kv.applied = index;
     kv.revision = revision;
+    kv.compacted = staged.compacted;
     // The installed state is on disk; if its key index cannot be built,
     // the node stops and builds it again when it restarts.
     kv.index = KeyIndex::load(db, staged.cf)?;
     // The snapshot is in; what is left is tidying. A failure here is only
     // logged: the next transfer clears this column family anyway.
-    if let Err(e) = db.clear(old) {
-        tracing::warn!(
-            "cannot clear the key-value column family {old} after a snapshot install: {e}"
-        );
+    for cf in [old, hist_cf(old)] {
+        if let Err(e) = db.clear(cf) {
+            tracing::warn!("cannot clear the column family {cf} after a snapshot install: {e}");
+        }
     }
     Ok(())
 }

@@ -6,7 +6,11 @@
 //! * every acknowledged entry and hard state is there, and at most one
 //!   unacknowledged append (the one the kill interrupted) is added to them;
 //! * the log has no holes and committed entries never change;
-//! * the key-value state is exactly the log applied up to the applied index.
+//! * the key-value state is exactly the log applied up to the applied index,
+//!   at the current revision and at older ones (the history), with the
+//!   compactions of the log applied;
+//! * every txn (three keys put together, under a compare) is wholly applied
+//!   or not at all, now and at every older revision read.
 //!
 //! The child is this test binary re-executed with [`CHILD_DIR_ENV`] set,
 //! running only [`child_process_entry_point`].
@@ -22,7 +26,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use konsen_core::storage::Storage;
 use konsen_core::{Entry, EntryKind, HardState, Index, Term};
-use konsen_storage::{Command, NodeIdentity, RangeRequest, RocksStore, StorageOptions};
+use konsen_storage::{
+    Command, Compare, CompareResult, CompareTarget, KeyValue, NodeIdentity, RangeRequest,
+    RequestError, RocksStore, StorageError, StorageOptions, Txn, TxnOp,
+};
 use model::Model;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -45,6 +52,13 @@ const CHILD_DEADLINE: Duration = Duration::from_secs(30);
 const APPEND_ENTRIES_MAX: u64 = 16;
 const APPLY_ENTRIES_MAX: u64 = 32;
 const KEYS: u64 = 24;
+/// Txns write groups of [`TXN_GROUP_KEYS`] keys, `txn-G-0..`, always all
+/// of a group together.
+const TXN_GROUPS: u64 = 6;
+const TXN_GROUP_KEYS: u64 = 3;
+/// The older revisions read at each check (besides the compacted one and
+/// the one before the current one).
+const HISTORY_READS: usize = 10;
 /// The child flushes its memtables after one append in this many.
 const FLUSH_ONE_IN: u32 = 8;
 
@@ -55,7 +69,8 @@ const IDENTITY: NodeIdentity = NodeIdentity {
 
 /// The entry at `index` written in `term`: a pure function of the two, so
 /// the test can check every stored byte. Mostly puts and deletes over a
-/// small key space, with no-ops, membership entries and garbage mixed in.
+/// small key space, multi-key txns and compactions, with no-ops,
+/// membership entries and garbage mixed in.
 fn make_entry(index: Index, term: Term) -> Entry {
     let mut rng = SmallRng::seed_from_u64(index.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ term);
     let (kind, data) = match rng.random_range(0..100) {
@@ -68,7 +83,7 @@ fn make_entry(index: Index, term: Term) -> Entry {
             EntryKind::Normal,
             Bytes::from_static(b"\x01\xeenot a command"),
         ),
-        10..75 => {
+        10..60 => {
             let key = format!("key-{:02}", rng.random_range(0..KEYS));
             let padding = "x".repeat(rng.random_range(0..64));
             let value = format!("{index}@{term}{padding}");
@@ -82,7 +97,7 @@ fn make_entry(index: Index, term: Term) -> Entry {
             };
             (EntryKind::Normal, command.encode())
         }
-        _ => {
+        60..72 => {
             let from = rng.random_range(0..KEYS);
             let key = format!("key-{from:02}").into_bytes();
             let range_end = match rng.random_range(0..3) {
@@ -97,12 +112,101 @@ fn make_entry(index: Index, term: Term) -> Entry {
             };
             (EntryKind::Normal, command.encode())
         }
+        72..96 => (
+            EntryKind::Normal,
+            Command::Txn(make_txn(&mut rng, index, term)).encode(),
+        ),
+        _ => {
+            // Some at or below the compacted revision (refused), most not:
+            // the revision grows by about 0.8 per entry.
+            let revision = (index / 2) as i64 + rng.random_range(-4..4);
+            (EntryKind::Normal, Command::Compact { revision }.encode())
+        }
     };
     Entry {
         index,
         term,
         kind,
         data,
+    }
+}
+
+fn group_key(group: u64, i: u64) -> Vec<u8> {
+    format!("txn-{group}-{i}").into_bytes()
+}
+
+/// A txn that writes all of one group's keys in whichever branch it takes
+/// (with a different value), plus a read and a delete of other keys.
+fn make_txn(rng: &mut SmallRng, index: Index, term: Term) -> Txn {
+    let group = rng.random_range(0..TXN_GROUPS);
+    let puts = |tag: &str| -> Vec<TxnOp> {
+        (0..TXN_GROUP_KEYS)
+            .map(|i| TxnOp::Put {
+                key: group_key(group, i),
+                value: Bytes::from(format!("{index}@{term}/{tag}")),
+                lease: 0,
+                prev_kv: i == 0,
+                ignore_value: false,
+                ignore_lease: false,
+            })
+            .collect()
+    };
+    let target = match rng.random_range(0..3) {
+        0 => CompareTarget::Version(rng.random_range(0..4)),
+        1 => CompareTarget::Mod(index as i64 / 2),
+        _ => CompareTarget::Value(Bytes::from(format!("{}@{term}/then", index - 1))),
+    };
+    let result = [
+        CompareResult::Equal,
+        CompareResult::Greater,
+        CompareResult::Less,
+        CompareResult::NotEqual,
+    ][rng.random_range(0..4)];
+    let mut success = puts("then");
+    success.push(TxnOp::Range(RangeRequest {
+        key: group_key(group, 0),
+        range_end: vec![0],
+        ..RangeRequest::default()
+    }));
+    let mut failure = vec![TxnOp::DeleteRange {
+        key: format!("key-{:02}", rng.random_range(0..KEYS)).into_bytes(),
+        range_end: Vec::new(),
+        prev_kv: true,
+    }];
+    failure.extend(puts("else"));
+    Txn {
+        compare: vec![Compare {
+            key: group_key(group, rng.random_range(0..TXN_GROUP_KEYS)),
+            range_end: Vec::new(),
+            result,
+            target,
+        }],
+        success,
+        failure,
+    }
+}
+
+/// Each txn group's keys at one revision: all there with one value and
+/// one mod revision, or none there.
+fn assert_txns_whole(kvs: &[KeyValue], what: &str) {
+    for group in 0..TXN_GROUPS {
+        let members: Vec<&KeyValue> = (0..TXN_GROUP_KEYS)
+            .filter_map(|i| kvs.iter().find(|kv| kv.key == group_key(group, i)))
+            .collect();
+        if members.is_empty() {
+            continue;
+        }
+        assert_eq!(
+            members.len() as u64,
+            TXN_GROUP_KEYS,
+            "{what}: txn group {group} half applied: {members:?}"
+        );
+        assert!(
+            members.iter().all(|kv| kv.value == members[0].value
+                && kv.mod_revision == members[0].mod_revision
+                && kv.version == members[0].version),
+            "{what}: txn group {group} half applied: {members:?}"
+        );
     }
 }
 
@@ -206,11 +310,15 @@ fn child_process_entry_point() {
 }
 
 /// What the parent knows was acknowledged: the term of every entry
-/// (position i holds index i + 1) and the hard state.
+/// (position i holds index i + 1) and the hard state; and the model of the
+/// state machine with the entries applied so far (applied entries are
+/// committed, so they never change: each round applies only the new ones).
 #[derive(Debug, Default)]
 struct Acknowledged {
     terms: Vec<Term>,
     hard_state: HardState,
+    model: Model,
+    modeled: Index,
 }
 
 impl Acknowledged {
@@ -228,7 +336,7 @@ impl Acknowledged {
 
 /// Reopens the data dir and checks it against what was acknowledged; then
 /// takes what is stored as the new baseline.
-fn verify(dir: &Path, acked: &mut Acknowledged, round: usize) {
+fn verify(dir: &Path, acked: &mut Acknowledged, round: usize) -> (usize, i64) {
     let store = RocksStore::open(dir, IDENTITY, StorageOptions::default())
         .unwrap_or_else(|e| panic!("round {round}: reopen after kill: {e}"));
     let stored = store
@@ -319,29 +427,79 @@ fn verify(dir: &Path, acked: &mut Acknowledged, round: usize) {
         "round {round}: applied {applied} beyond commit {}",
         hs.commit
     );
-    let mut model = Model::new();
-    for entry in &stored.entries[..applied as usize] {
-        model.apply(entry);
+    if applied < acked.modeled {
+        // Allowed (the applies are not synced), if not after a mere kill:
+        // model again from the start.
+        acked.model = Model::new();
+        acked.modeled = 0;
     }
+    for entry in &stored.entries[acked.modeled as usize..applied as usize] {
+        acked.model.apply(entry);
+    }
+    acked.modeled = applied;
+    let model = &acked.model;
     assert_eq!(
         store.kv.revision(),
         model.revision,
         "round {round}: revision at applied index {applied}"
     );
-    let everything = RangeRequest {
+    assert_eq!(
+        store.kv.compacted_revision(),
+        model.compacted,
+        "round {round}: compacted revision at applied index {applied}"
+    );
+    let everything = |revision| RangeRequest {
         key: vec![0],
         range_end: vec![0],
+        revision,
         ..RangeRequest::default()
     };
-    let kvs = store.kv.range(&everything).expect("range").kvs;
+    let kvs = store.kv.range(&everything(0)).expect("range").kvs;
     assert_eq!(
         kvs,
         model.kvs(),
         "round {round}: state = log applied up to {applied}"
     );
+    assert_txns_whole(&kvs, &format!("round {round}, current revision"));
+    // The history: the compacted revision, the one before the current one,
+    // and a spread of others in between read as the model's.
+    let floor = model.compacted.max(1);
+    let mut revisions = vec![floor, (model.revision - 1).max(floor)];
+    let span = model.revision - floor + 1;
+    revisions.extend((0..HISTORY_READS as i64).map(|i| floor + (i * 7919 + round as i64) % span));
+    for revision in revisions {
+        let kvs = store
+            .kv
+            .range(&everything(revision))
+            .unwrap_or_else(|e| panic!("round {round}: range at revision {revision}: {e}"))
+            .kvs;
+        assert_eq!(
+            kvs,
+            model.kvs_at(revision),
+            "round {round}: history at revision {revision} = log applied up to {applied}"
+        );
+        assert_txns_whole(&kvs, &format!("round {round}, revision {revision}"));
+    }
+    if model.compacted > 1 {
+        let below = store.kv.range(&everything(model.compacted - 1));
+        assert!(
+            matches!(
+                below,
+                Err(StorageError::Request(RequestError::Compacted { .. }))
+            ),
+            "round {round}: a read below the compacted revision {}: {below:?}",
+            model.compacted
+        );
+    }
+    let txns = stored.entries[..applied as usize]
+        .iter()
+        .filter(|e| matches!(Command::decode(&e.data), Ok(Command::Txn(_))))
+        .count();
+    let compacted = model.compacted;
 
     acked.terms = terms;
     acked.hard_state = hs;
+    (txns, compacted)
 }
 
 #[test]
@@ -365,6 +523,7 @@ fn acknowledged_writes_survive_sigkill() {
     let started = Instant::now();
     let mut acked = Acknowledged::default();
     let mut acks_total = 0;
+    let (mut txns_applied, mut compacted) = (0, 0);
     for round in 0..KILLS {
         let mut child = Process::new(&exe)
             .args([
@@ -401,15 +560,20 @@ fn acknowledged_writes_survive_sigkill() {
         for ack in &acks {
             acked.record(ack);
         }
-        verify(dir.path(), &mut acked, round);
+        (txns_applied, compacted) = verify(dir.path(), &mut acked, round);
     }
     println!(
-        "{KILLS} kills, {acks_total} acknowledged appends, final log {} entries, {:.1}s",
+        "{KILLS} kills, {acks_total} acknowledged appends, final log {} entries, \
+         {txns_applied} txns applied, compacted at {compacted}, {:.1}s",
         acked.terms.len(),
         started.elapsed().as_secs_f64()
     );
     assert!(
         acks_total >= 100,
         "the children acknowledged only {acks_total} appends: the test exercised too little"
+    );
+    assert!(
+        txns_applied >= 50 && compacted > 0,
+        "{txns_applied} txns applied, compacted at {compacted}: the test exercised too little"
     );
 }

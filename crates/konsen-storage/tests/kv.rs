@@ -8,8 +8,8 @@ use bytes::Bytes;
 use konsen_core::storage::Storage;
 use konsen_core::{Entry, EntryKind, HardState, Index};
 use konsen_storage::{
-    ApplyOutcome, ApplyResult, Command, DeleteRangeResult, KeyValue, KvStore, NodeIdentity,
-    PutResult, RangeRequest, RequestError, RocksStore, StorageError, StorageOptions,
+    ApplyOutcome, ApplyResult, Command, CompactResult, DeleteRangeResult, KeyValue, KvStore,
+    NodeIdentity, PutResult, RangeRequest, RequestError, RocksStore, StorageError, StorageOptions,
 };
 use model::Model;
 use proptest::prelude::*;
@@ -399,25 +399,73 @@ fn range_follows_etcd_semantics() {
         store.kv.range(&at_current).is_ok(),
         "the current revision can be read"
     );
-    let historical = store.kv.range(&RangeRequest {
-        revision: 3,
-        ..request.clone()
-    });
-    let err = historical.unwrap_err();
+    // A read at an old revision sees the store as it was then, with the
+    // records of then.
+    let historical = store
+        .kv
+        .range(&RangeRequest {
+            revision: 3,
+            limit: 0,
+            ..request.clone()
+        })
+        .unwrap();
+    assert_eq!(
+        historical.kvs,
+        vec![record("a", "v-a", 2, 2, 1), record("b", "v-b", 3, 3, 1)]
+    );
+    assert_eq!((historical.count, historical.more), (2, false));
+    // Revision 1, before the first write: nothing.
+    let first = store
+        .kv
+        .range(&RangeRequest {
+            revision: 1,
+            ..request.clone()
+        })
+        .unwrap();
+    assert_eq!((first.kvs.len(), first.count), (0, 0));
+    // After a compaction at 5, revisions below it are refused with etcd's
+    // words, and 5 itself can still be read.
+    assert_eq!(
+        apply(&mut store, &[Command::Compact { revision: 5 }]),
+        vec![ApplyOutcome::Compact(CompactResult { revision: 7 })]
+    );
+    assert_eq!(store.kv.compacted_revision(), 5);
+    let compacted = store
+        .kv
+        .range(&RangeRequest {
+            revision: 3,
+            ..request.clone()
+        })
+        .unwrap_err();
     assert!(
         matches!(
-            err,
-            StorageError::Request(RequestError::HistoricalRead {
+            compacted,
+            StorageError::Request(RequestError::Compacted {
                 requested: 3,
-                current: 7
+                compacted: 5
             })
         ),
-        "{err:?}"
+        "{compacted:?}"
     );
-    assert!(
-        err.to_string()
-            .contains("historical reads are not supported yet"),
-        "{err}"
+    assert_eq!(
+        compacted.to_string(),
+        "mvcc: required revision has been compacted"
+    );
+    let at_compacted = store
+        .kv
+        .range(&RangeRequest {
+            revision: 5,
+            limit: 0,
+            ..request.clone()
+        })
+        .unwrap();
+    assert_eq!(
+        at_compacted
+            .kvs
+            .iter()
+            .map(|kv| &kv.key[..])
+            .collect::<Vec<_>>(),
+        vec![&b"a"[..], b"b", b"b/1", b"b/2"]
     );
     let future = store.kv.range(&RangeRequest {
         revision: 8,

@@ -207,7 +207,8 @@ fn a_database_without_identity_is_refused() {
 fn lost_committed_entries_are_reported() {
     let dir = populated_dir();
     let options = rocksdb::Options::default();
-    let db = rocksdb::DB::open_cf(&options, dir.path(), ["log", "meta", "kv", "kv_alt"]).unwrap();
+    let cfs = ["log", "meta", "kv", "kv_alt", "hist", "hist_alt"];
+    let db = rocksdb::DB::open_cf(&options, dir.path(), cfs).unwrap();
     let log_cf = db.cf_handle("log").unwrap();
     db.delete_range_cf(log_cf, 150u64.to_be_bytes(), 201u64.to_be_bytes())
         .unwrap();

@@ -1,13 +1,15 @@
 //! Snapshots: what one node reads is what another installs, byte for
 //! byte; an abandoned or malformed transfer leaves the receiver's state
 //! alone; a restart after an install serves the snapshot and the log
-//! after it.
+//! after it; a follower that installs a snapshot serves the history since
+//! the compaction point.
 
 use bytes::Bytes;
 use konsen_core::storage::Storage;
 use konsen_core::{Entry, EntryKind, HardState, Index};
 use konsen_storage::{
-    Command, NodeIdentity, RangeRequest, RocksStore, SnapshotHeader, StorageError, StorageOptions,
+    Command, Compare, CompareResult, CompareTarget, NodeIdentity, RangeRequest, RequestError,
+    RocksStore, SnapshotHeader, SortOrder, SortTarget, StorageError, StorageOptions, Txn, TxnOp,
     install_snapshot,
 };
 use tempfile::TempDir;
@@ -283,4 +285,165 @@ fn a_snapshot_after_compaction_takes_its_term_from_the_purge_point() {
     a.log.purge(applied).unwrap();
     let (header, _) = read_chunks(&a, 1 << 20);
     assert_eq!((header.index, header.term), (applied, 3));
+}
+
+/// Range requests of several shapes at `revision`.
+fn history_requests(revision: i64) -> Vec<RangeRequest> {
+    let everything = RangeRequest {
+        key: vec![0],
+        range_end: vec![0],
+        revision,
+        ..Default::default()
+    };
+    vec![
+        everything.clone(),
+        RangeRequest {
+            key: b"key-0010".to_vec(),
+            range_end: b"key-0020".to_vec(),
+            ..everything.clone()
+        },
+        RangeRequest {
+            key: b"key-0003".to_vec(),
+            range_end: Vec::new(),
+            ..everything.clone()
+        },
+        RangeRequest {
+            count_only: true,
+            ..everything.clone()
+        },
+        RangeRequest {
+            limit: 7,
+            sort_order: SortOrder::Descend,
+            sort_target: SortTarget::Mod,
+            min_create_revision: 3,
+            keys_only: true,
+            ..everything
+        },
+    ]
+}
+
+/// Every request of [`history_requests`] at every revision from the
+/// compacted one to the current one answers on `b` as on `a` (through the
+/// store and a reader), and revisions below the compacted one are refused
+/// on both.
+fn assert_same_history(a: &RocksStore, b: &RocksStore, what: &str) {
+    let compacted = a.kv.compacted_revision();
+    assert!(compacted > 1, "{what}: the source compacted");
+    assert_eq!(b.kv.compacted_revision(), compacted, "{what}");
+    assert_eq!(b.kv.revision(), a.kv.revision(), "{what}");
+    let reader = b.kv.reader();
+    let mut distinct = std::collections::BTreeSet::new();
+    for revision in compacted..=a.kv.revision() {
+        for request in history_requests(revision) {
+            let want = a.kv.range(&request).expect("range on the source");
+            assert_eq!(
+                b.kv.range(&request).expect("range on the follower"),
+                want,
+                "{what}: {request:?}"
+            );
+            assert_eq!(
+                reader
+                    .range(&request)
+                    .expect("reader range on the follower"),
+                want,
+                "{what}: {request:?} through a reader"
+            );
+            distinct.insert(format!("{:?}", want.kvs));
+        }
+    }
+    assert!(
+        distinct.len() > 20,
+        "{what}: the revisions read differ ({} distinct answers)",
+        distinct.len()
+    );
+    for below in [1, compacted / 2, compacted - 1] {
+        for store in [a, b] {
+            let err = store
+                .kv
+                .range(&history_requests(below)[0])
+                .expect_err("a read below the compacted revision");
+            assert!(
+                matches!(
+                    err,
+                    StorageError::Request(RequestError::Compacted { requested, compacted: c })
+                        if requested == below && c == compacted
+                ),
+                "{what}: revision {below}: {err:?}"
+            );
+        }
+    }
+}
+
+/// Writes that leave history: keys rewritten in txns, deleted and
+/// re-created, around a compaction.
+fn fill_history(store: &mut RocksStore, term: u64, round: usize) {
+    let mut commands = Vec::new();
+    for i in 0..40 {
+        commands.push(Command::put(
+            format!("key-{:04}", (i * 7 + round) % 30),
+            format!("v{round}-{i}"),
+        ));
+        if i % 5 == 0 {
+            commands.push(Command::delete_range(
+                format!("key-{:04}", i % 30),
+                format!("key-{:04}", i % 30 + 3),
+            ));
+        }
+        if i % 4 == 0 {
+            let put = |k: usize| TxnOp::Put {
+                key: format!("key-{k:04}").into_bytes(),
+                value: Bytes::from(format!("txn{round}-{i}")),
+                lease: 0,
+                prev_kv: false,
+                ignore_value: false,
+                ignore_lease: false,
+            };
+            commands.push(Command::Txn(Txn {
+                compare: vec![Compare {
+                    key: b"key-0003".to_vec(),
+                    range_end: Vec::new(),
+                    result: CompareResult::Greater,
+                    target: CompareTarget::Version(0),
+                }],
+                success: vec![put(i % 30), put(i % 30 + 31)],
+                failure: vec![put(3)],
+            }));
+        }
+    }
+    apply(store, term, &commands);
+}
+
+#[test]
+fn a_follower_serves_the_history_since_the_compaction_point() {
+    let (dir_a, dir_b) = (TempDir::new().unwrap(), TempDir::new().unwrap());
+    let mut a = open(&dir_a, 1);
+    fill_history(&mut a, 2, 0);
+    let middle = a.kv.revision() / 2;
+    apply(&mut a, 2, &[Command::Compact { revision: middle }]);
+    assert_eq!(a.kv.compacted_revision(), middle);
+    fill_history(&mut a, 3, 1);
+
+    // Small chunks: the history spreads over many of them.
+    let (header, chunks) = read_chunks(&a, 1024);
+    assert!(chunks.len() > 10, "{} chunks", chunks.len());
+    let mut b = open(&dir_b, 2);
+    apply(&mut b, 1, &[Command::put("only-on-b", "x")]);
+    receive_and_install(&mut b, header, &chunks);
+    assert_same_history(&a, &b, "after the install");
+
+    // The log goes on on both, with a second compaction; then a restart.
+    let more = [
+        Command::put("key-0001", "after"),
+        Command::Compact {
+            revision: a.kv.revision() - 5,
+        },
+        Command::delete_range("key-0000", "key-0005"),
+        Command::put("key-0002", "after"),
+    ];
+    apply(&mut a, 4, &more);
+    apply(&mut b, 4, &more);
+    assert_same_history(&a, &b, "after more entries");
+    drop(b);
+    let b = open(&dir_b, 2);
+    assert_same_history(&a, &b, "after a restart");
 }

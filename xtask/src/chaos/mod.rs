@@ -55,7 +55,7 @@ use self::cluster::Cluster;
 use self::faults::{Scenario, Timeline};
 use self::workload::Recorder;
 use crate::cargo::Binaries;
-use crate::linearizability::{self, Op, OpKind, Outcome};
+use crate::linearizability::{self, CasResult, Op, OpKind, Outcome};
 
 /// How long a healed cluster gets to have a leader and every node caught
 /// up with the leader's commit index.
@@ -72,6 +72,10 @@ const FAILOVER_WAIT: Duration = Duration::from_secs(30);
 const FAILOVER_SLOW: Duration = Duration::from_millis(700);
 /// Nodes a chaos cluster may have.
 const NODES: std::ops::RangeInclusive<usize> = 3..=7;
+/// CASes that must have swapped in a run: with fewer, the run did not test
+/// them (a server that refuses every Txn would leave only unknown CASes,
+/// which the checker accepts).
+const CAS_SWAPPED_MIN: usize = 1;
 
 /// What `cargo xtask chaos` was asked for.
 #[derive(Debug, Clone, clap::Args)]
@@ -381,6 +385,13 @@ async fn scenario_in(
         .context("the checker panicked")?;
     let check_time = started.elapsed();
     match verdict {
+        Ok(()) if summary.cas_swapped < CAS_SWAPPED_MIN => {
+            report_failure(seed, scenario, &timeline, &recorder, None);
+            bail!(
+                "linearizable, but fewer than {CAS_SWAPPED_MIN} compare-and-swaps (KV.Txn) \
+                 succeeded, so CAS went untested ({summary})"
+            )
+        }
         Ok(()) => {
             timeline.print(&recorder);
             println!(
@@ -398,7 +409,7 @@ async fn scenario_in(
                 scenario,
                 &timeline,
                 &recorder,
-                Some((&violation.key, Some(&violation.stuck_at))),
+                Some((&violation.key, Some(&*violation.stuck_at))),
             );
             println!("[chaos] VIOLATION: {violation}");
             bail!("VIOLATION: {violation} ({summary})")
@@ -411,21 +422,41 @@ struct Summary {
     ops: usize,
     writes: usize,
     reads: usize,
+    cas: usize,
     ok: usize,
     failed: usize,
     unknown: usize,
+    /// CASes that are `Ok` and swapped.
+    cas_swapped: usize,
+    /// CASes that are `Ok` and whose compare failed.
+    cas_not_swapped: usize,
+    cas_unknown: usize,
 }
 
 impl Summary {
     fn of(history: &[Op]) -> Summary {
         let count = |f: &dyn Fn(&Op) -> bool| history.iter().filter(|op| f(op)).count();
+        let cas_ok = |swapped: bool| {
+            count(&|op| match op.kind {
+                OpKind::Cas { result, .. } => {
+                    op.outcome == Outcome::Ok && (result == CasResult::Swapped) == swapped
+                }
+                _ => false,
+            })
+        };
         Summary {
             ops: history.len(),
             writes: count(&|op| matches!(op.kind, OpKind::Write(_))),
             reads: count(&|op| matches!(op.kind, OpKind::Read(_))),
+            cas: count(&|op| matches!(op.kind, OpKind::Cas { .. })),
             ok: count(&|op| op.outcome == Outcome::Ok),
             failed: count(&|op| op.outcome == Outcome::Failed),
             unknown: count(&|op| op.outcome == Outcome::Unknown),
+            cas_swapped: cas_ok(true),
+            cas_not_swapped: cas_ok(false),
+            cas_unknown: count(&|op| {
+                matches!(op.kind, OpKind::Cas { .. }) && op.outcome == Outcome::Unknown
+            }),
         }
     }
 }
@@ -434,17 +465,28 @@ impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} operations ({} writes, {} reads; {} ok, {} failed, {} unknown)",
-            self.ops, self.writes, self.reads, self.ok, self.failed, self.unknown
+            "{} operations ({} writes, {} reads, {} CAS; {} ok, {} failed, {} unknown; CAS: {} \
+             swapped, {} compare failed, {} unknown)",
+            self.ops,
+            self.writes,
+            self.reads,
+            self.cas,
+            self.ok,
+            self.failed,
+            self.unknown,
+            self.cas_swapped,
+            self.cas_not_swapped,
+            self.cas_unknown
         )
     }
 }
 
-/// A key with an acknowledged write that a final read found missing.
+/// A key with an acknowledged write (a put, or a CAS that swapped) that a
+/// final read found missing.
 fn lost_write(history: &[Op]) -> Option<String> {
     let written: HashSet<&str> = history
         .iter()
-        .filter(|op| op.outcome == Outcome::Ok && matches!(op.kind, OpKind::Write(_)))
+        .filter(|op| op.outcome == Outcome::Ok && written_value(op).is_some())
         .map(|op| op.key.as_str())
         .collect();
     history
@@ -458,25 +500,87 @@ fn lost_write(history: &[Op]) -> Option<String> {
         .map(|op| op.key.clone())
 }
 
-/// Drops unknown writes whose value no read returned. This does not change
-/// the verdict: in any valid order, no read sits between such a write and
-/// the next write (it would have returned the value), so the order without
-/// it is valid too, and an unknown write may not have happened. It keeps
-/// the search small: each unknown write may otherwise take effect at any
-/// point after its invocation.
+/// The value `op` writes if it takes effect as a write (a put, or a CAS
+/// that swaps).
+fn written_value(op: &Op) -> Option<u64> {
+    match op.kind {
+        OpKind::Write(v) => Some(v),
+        OpKind::Cas {
+            new,
+            result: CasResult::Swapped,
+            ..
+        } => Some(new),
+        // An unknown CAS may have swapped, whatever its recorded result.
+        OpKind::Cas { new, .. } if op.outcome == Outcome::Unknown => Some(new),
+        _ => None,
+    }
+}
+
+/// The values of its key that `op` depends on seeing (a value read, a
+/// CAS's expected value, what a failed compare read), as `Some`; `None`
+/// when it depends on what the key holds without naming it: a failed
+/// compare that did not read only says "not the expected value", which
+/// a write of any other value makes true.
+fn values_depended_on(op: &Op) -> Option<Vec<u64>> {
+    let mut values = Vec::new();
+    match (op.outcome, op.kind) {
+        (Outcome::Ok, OpKind::Read(seen)) => values.extend(seen),
+        (_, OpKind::Cas { .. }) if op.outcome == Outcome::Failed => {}
+        (
+            Outcome::Ok,
+            OpKind::Cas {
+                result: CasResult::NotSwappedUnread,
+                ..
+            },
+        ) => return None,
+        (
+            outcome,
+            OpKind::Cas {
+                expected, result, ..
+            },
+        ) => {
+            values.extend(expected);
+            if let (Outcome::Ok, CasResult::NotSwapped(current)) = (outcome, result) {
+                values.extend(current);
+            }
+        }
+        _ => {}
+    }
+    Some(values)
+}
+
+/// Drops unknown writes (puts and CASes) whose value nothing depends on
+/// seeing ([`values_depended_on`]). This does not change the verdict:
+/// take a valid order with such a write W of value v. Until the next write,
+/// the key holds v, and nothing placed there can depend on it: no read
+/// returns v, no CAS expects v or (failing) read v, and on keys with a
+/// failed compare that did not read, nothing is pruned at all. So the next
+/// operation after W is a put or nothing, and the order without W is valid
+/// too (W is unknown: it may not have happened). Conversely, a valid order
+/// without W is one of the full history in which W never happened. It
+/// keeps the search small: each unknown write may otherwise take effect at
+/// any point after its invocation.
 fn prune_unseen_unknown_writes(history: &[Op]) -> Vec<Op> {
-    let seen: HashSet<(&str, u64)> = history
-        .iter()
-        .filter_map(|op| match (op.outcome, op.kind) {
-            (Outcome::Ok, OpKind::Read(Some(v))) => Some((op.key.as_str(), v)),
-            _ => None,
-        })
-        .collect();
+    let mut seen: HashSet<(&str, u64)> = HashSet::new();
+    let mut keep_all: HashSet<&str> = HashSet::new();
+    for op in history {
+        match values_depended_on(op) {
+            Some(values) => seen.extend(values.into_iter().map(|v| (op.key.as_str(), v))),
+            None => {
+                keep_all.insert(op.key.as_str());
+            }
+        }
+    }
     history
         .iter()
-        .filter(|op| match (op.outcome, op.kind) {
-            (Outcome::Unknown, OpKind::Write(v)) => seen.contains(&(op.key.as_str(), v)),
-            _ => true,
+        .filter(|op| {
+            if op.outcome != Outcome::Unknown || keep_all.contains(op.key.as_str()) {
+                return true;
+            }
+            match written_value(op) {
+                Some(v) => seen.contains(&(op.key.as_str(), v)),
+                None => true,
+            }
         })
         .cloned()
         .collect()
@@ -510,11 +614,7 @@ fn report_failure(
         ops.len()
     );
     for op in ops {
-        let what = match op.kind {
-            OpKind::Write(v) => format!("write {v}"),
-            OpKind::Read(None) => "read -> (none)".to_string(),
-            OpKind::Read(Some(v)) => format!("read -> {v}"),
-        };
+        let what = describe(op);
         let mark = if Some(op) == stuck {
             "  <-- no order explains this"
         } else {
@@ -528,6 +628,30 @@ fn report_failure(
             what,
             op.outcome
         );
+    }
+}
+
+/// One operation for the failing key's history, e.g. `cas 5 -> 7: saw 6`.
+fn describe(op: &Op) -> String {
+    let value = |v: Option<u64>| v.map_or("(none)".to_string(), |v| v.to_string());
+    match op.kind {
+        OpKind::Write(v) => format!("write {v}"),
+        OpKind::Read(seen) => format!("read -> {}", value(seen)),
+        OpKind::Cas {
+            expected,
+            new,
+            result,
+        } => {
+            let what = format!("cas {} -> {new}", value(expected));
+            match (op.outcome, result) {
+                (Outcome::Ok, CasResult::Swapped) => format!("{what}: swapped"),
+                (Outcome::Ok, CasResult::NotSwapped(seen)) => {
+                    format!("{what}: saw {}", value(seen))
+                }
+                (Outcome::Ok, CasResult::NotSwappedUnread) => format!("{what}: not swapped"),
+                _ => what,
+            }
+        }
     }
 }
 
@@ -639,7 +763,7 @@ mod tests {
     use tonic::{Code, Status};
 
     use super::*;
-    use crate::linearizability::tests::op;
+    use crate::linearizability::tests::{cas, op};
 
     #[test]
     fn only_unseen_unknown_writes_are_pruned() {
@@ -654,10 +778,52 @@ mod tests {
     }
 
     #[test]
+    fn unknown_cases_are_pruned_like_unknown_writes() {
+        let unknown = |expected, new, a| {
+            let mut o = cas(1, expected, new, CasResult::NotSwappedUnread, a, a + 1);
+            o.outcome = Outcome::Unknown;
+            o
+        };
+        let h = [
+            // Nothing depends on 4: pruned.
+            unknown(None, 4, 0),
+            // 5 is read: kept.
+            unknown(None, 5, 0),
+            op(2, OpKind::Read(Some(5)), 4, 5, Outcome::Ok),
+            // 6 is expected by a CAS (even an unknown one): kept.
+            op(1, OpKind::Write(6), 2, 3, Outcome::Unknown),
+            unknown(Some(6), 7, 6),
+            // 8 is what a failed compare saw: kept.
+            op(1, OpKind::Write(8), 2, 3, Outcome::Unknown),
+            cas(3, Some(1), 9, CasResult::NotSwapped(Some(8)), 8, 9),
+        ];
+        let kept = prune_unseen_unknown_writes(&h);
+        let mut expected = h[1..].to_vec();
+        // 7 itself: nothing depends on it.
+        expected.remove(3);
+        assert_eq!(kept, expected);
+    }
+
+    #[test]
+    fn a_failed_compare_that_did_not_read_keeps_unknown_writes() {
+        // Valid only if the unknown write of 2 happened before the CAS,
+        // though nothing names 2: pruning it would make a false violation.
+        let h = [
+            op(1, OpKind::Write(1), 0, 1, Outcome::Ok),
+            op(1, OpKind::Write(2), 2, 3, Outcome::Unknown),
+            cas(2, Some(1), 3, CasResult::NotSwappedUnread, 4, 5),
+        ];
+        assert_eq!(linearizability::check(&h), Ok(()));
+        assert_eq!(prune_unseen_unknown_writes(&h), h.to_vec());
+    }
+
+    #[test]
     fn pruning_never_changes_the_verdict() {
-        // Random small histories of one register with unknown writes.
+        // Random small histories of one register with unknown writes and
+        // CASes.
         let mut rng = SmallRng::seed_from_u64(11);
         let mut violations = 0;
+        let mut pruned_some = 0;
         for _ in 0..2000 {
             let mut h = Vec::new();
             for i in 0..8u64 {
@@ -667,19 +833,58 @@ mod tests {
                     0 => Outcome::Unknown,
                     _ => Outcome::Ok,
                 };
-                let kind = if rng.random_bool(0.5) {
-                    OpKind::Write(i + 1)
-                } else {
-                    OpKind::Read(rng.random_range(0..9u64).checked_sub(1).map(|v| v + 1))
+                let value =
+                    |rng: &mut SmallRng| rng.random_range(0..9u64).checked_sub(1).map(|v| v + 1);
+                let kind = match rng.random_range(0..4) {
+                    0 | 1 => OpKind::Write(i + 1),
+                    2 => OpKind::Read(value(&mut rng)),
+                    _ => {
+                        let expected = value(&mut rng);
+                        let current = value(&mut rng);
+                        let result = match rng.random_range(0..5) {
+                            0 | 1 => CasResult::Swapped,
+                            2 | 3 => CasResult::NotSwapped(current),
+                            _ => CasResult::NotSwappedUnread,
+                        };
+                        OpKind::Cas {
+                            expected,
+                            new: i + 1,
+                            result,
+                        }
+                    }
                 };
                 h.push(op(i, kind, invoke, complete, outcome));
             }
             let full = linearizability::check(&h).is_ok();
-            let pruned = linearizability::check(&prune_unseen_unknown_writes(&h)).is_ok();
+            let kept = prune_unseen_unknown_writes(&h);
+            pruned_some += usize::from(kept.len() < h.len());
+            let pruned = linearizability::check(&kept).is_ok();
             assert_eq!(full, pruned, "{h:#?}");
             violations += usize::from(!full);
         }
         assert!(violations > 100, "the histories should not all be valid");
+        assert!(pruned_some > 100, "pruning should have had work");
+    }
+
+    #[test]
+    fn the_summary_counts_cas_outcomes() {
+        let unknown = {
+            let mut o = cas(1, None, 3, CasResult::NotSwappedUnread, 4, 5);
+            o.outcome = Outcome::Unknown;
+            o
+        };
+        let h = [
+            op(1, OpKind::Write(1), 0, 1, Outcome::Ok),
+            cas(1, Some(1), 2, CasResult::Swapped, 2, 3),
+            cas(2, Some(1), 4, CasResult::NotSwapped(Some(2)), 4, 5),
+            unknown,
+            op(2, OpKind::Read(Some(2)), 6, 7, Outcome::Ok),
+        ];
+        assert_eq!(
+            Summary::of(&h).to_string(),
+            "5 operations (1 writes, 1 reads, 3 CAS; 4 ok, 0 failed, 1 unknown; CAS: 1 swapped, \
+             1 compare failed, 1 unknown)"
+        );
     }
 
     #[test]
@@ -688,9 +893,15 @@ mod tests {
         let missing = op(FINAL_READER + 1, OpKind::Read(None), 2, 3, Outcome::Ok);
         assert_eq!(lost_write(&[w.clone(), missing.clone()]), Some("k".into()));
         let unknown = op(1, OpKind::Write(1), 0, 1, Outcome::Unknown);
-        assert_eq!(lost_write(&[unknown, missing]), None);
+        assert_eq!(lost_write(&[unknown, missing.clone()]), None);
         let found = op(FINAL_READER + 1, OpKind::Read(Some(1)), 2, 3, Outcome::Ok);
         assert_eq!(lost_write(&[w, found]), None);
+        // A CAS that swapped is an acknowledged write too; one whose
+        // compare failed is not.
+        let swapped = cas(1, None, 1, CasResult::Swapped, 0, 1);
+        assert_eq!(lost_write(&[swapped, missing.clone()]), Some("k".into()));
+        let not_swapped = cas(1, Some(5), 1, CasResult::NotSwapped(None), 0, 1);
+        assert_eq!(lost_write(&[not_swapped, missing]), None);
     }
 
     #[test]

@@ -2,9 +2,14 @@
 //! it back to the follower that forwarded it.
 
 use konsen_core::{Index, Term};
-use konsen_storage::{ApplyOutcome, DeleteRangeResult, KeyValue, PutResult};
+use konsen_storage::{
+    ApplyOutcome, CompactResult, DeleteRangeResult, KeyValue, PutResult, TxnResult,
+};
+use prost::Message as _;
 
 use crate::ConvertError;
+use crate::convert::{txn_result_from_etcd, txn_result_to_etcd};
+use crate::etcd::etcdserverpb as pb;
 use crate::peer::{self, forward_response::Outcome};
 
 /// What became of a client's write, wherever it was proposed.
@@ -21,6 +26,8 @@ pub struct WriteOutcome {
 pub enum WriteResult {
     Put(PutResult),
     DeleteRange(DeleteRangeResult),
+    Txn(TxnResult),
+    Compact(CompactResult),
     /// Refused alike on every replica; the text is for the client.
     Rejected(String),
 }
@@ -32,6 +39,8 @@ impl WriteResult {
         match outcome {
             ApplyOutcome::Put(p) => WriteResult::Put(p),
             ApplyOutcome::DeleteRange(d) => WriteResult::DeleteRange(d),
+            ApplyOutcome::Txn(t) => WriteResult::Txn(t),
+            ApplyOutcome::Compact(c) => WriteResult::Compact(c),
             ApplyOutcome::Rejected(e) => WriteResult::Rejected(e.to_string()),
             ApplyOutcome::Empty => {
                 WriteResult::Rejected("the entry carried no command".to_string())
@@ -52,6 +61,18 @@ pub fn write_outcome_to_wire(o: WriteOutcome) -> peer::ForwardResponse {
             deleted: d.deleted,
             prev_kvs: d.prev_kvs.into_iter().map(kv_to_wire).collect(),
         }),
+        WriteResult::Txn(t) => {
+            // The revisions travel in the headers; the rest of each header
+            // is the answering node's to fill in.
+            let header = |revision| {
+                Some(pb::ResponseHeader {
+                    revision,
+                    ..Default::default()
+                })
+            };
+            Outcome::Txn(txn_result_to_etcd(t, &header).encode_to_vec().into())
+        }
+        WriteResult::Compact(c) => Outcome::CompactRevision(c.revision),
         WriteResult::Rejected(message) => Outcome::Rejected(peer::Rejected { message }),
     };
     peer::ForwardResponse {
@@ -76,6 +97,14 @@ pub fn write_outcome_from_wire(r: peer::ForwardResponse) -> Result<WriteOutcome,
             deleted: d.deleted,
             prev_kvs: d.prev_kvs.into_iter().map(kv_from_wire).collect(),
         }),
+        Outcome::Txn(bytes) => {
+            let t = pb::TxnResponse::decode(bytes).map_err(|e| ConvertError::Invalid {
+                message: "ForwardResponse",
+                reason: format!("txn outcome: {e}"),
+            })?;
+            WriteResult::Txn(txn_result_from_etcd(t)?)
+        }
+        Outcome::CompactRevision(revision) => WriteResult::Compact(CompactResult { revision }),
         Outcome::Rejected(r) => WriteResult::Rejected(r.message),
     };
     Ok(WriteOutcome {
@@ -133,6 +162,15 @@ mod tests {
                 deleted: 1,
                 prev_kvs: vec![kv.clone()],
             }),
+            WriteResult::Txn(TxnResult {
+                revision: 5,
+                succeeded: true,
+                responses: vec![konsen_storage::TxnResponse::Put(PutResult {
+                    revision: 5,
+                    prev_kv: Some(kv.clone()),
+                })],
+            }),
+            WriteResult::Compact(CompactResult { revision: 5 }),
             WriteResult::Rejected("key not found".into()),
         ] {
             let o = WriteOutcome {

@@ -19,8 +19,8 @@ pub use raft::{
 mod etcd;
 #[cfg(feature = "storage")]
 pub use etcd::{
-    RangeExtras, delete_request_to_command, key_value_to_etcd, put_request_to_command,
-    range_request_from_etcd,
+    delete_request_to_command, key_value_from_etcd, key_value_to_etcd, put_request_to_command,
+    range_request_from_etcd, txn_request_from_etcd, txn_result_from_etcd, txn_result_to_etcd,
 };
 
 #[cfg(feature = "storage")]

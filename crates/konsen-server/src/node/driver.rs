@@ -10,8 +10,8 @@
 //! loop does its disk work right there: the fsync of a `Ready`'s log
 //! append and applying small batches. Handing that work to another thread
 //! and back costs two thread wake-ups per `Ready`, which on a few shared
-//! cores cost more than the work ("Where the time goes" in
-//! ARCHITECTURE.md). A leader first yields once, so that the appends it
+//! cores cost more than the work (docs/performance.md, item 2 and what
+//! was not kept). A leader first yields once, so that the appends it
 //! queued for its followers are on the wire while its own fsync runs;
 //! while its followers keep up it writes its entries without one
 //! (`Ready::must_sync`), and syncs them if commits stall
@@ -536,6 +536,11 @@ impl Driver {
             tokio::task::yield_now().await;
         }
         let apply_bytes: usize = committed_entries.iter().map(Entry::size_bytes).sum();
+        // A compaction scans the history: never on the runtime's thread.
+        let heavy = apply_bytes > INLINE_APPLY_BYTES_MAX
+            || committed_entries
+                .iter()
+                .any(|e| konsen_storage::Command::is_heavy(&e.data));
         let transport = self.transport.clone();
         let work = move |d: &mut Disk| {
             d.persist_and_apply(
@@ -547,7 +552,7 @@ impl Driver {
                 committed_entries,
             )
         };
-        let (committed_entries, results) = if apply_bytes > INLINE_APPLY_BYTES_MAX {
+        let (committed_entries, results) = if heavy {
             self.on_disk(work).await?
         } else {
             work(self.disk_mut())?

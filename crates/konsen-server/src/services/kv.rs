@@ -1,25 +1,29 @@
-//! etcd `KV`: Range, Put and DeleteRange. Txn and Compact are refused with
-//! UNIMPLEMENTED until a later release.
+//! etcd `KV`: Range, Put, DeleteRange, Txn and Compact.
 //!
 //! Reads are linearizable (ReadIndex through the node loop) unless the
 //! request sets `serializable`, which reads this node's applied state (as
-//! does every read when the unsafe setting `unsafe_stale_reads` is on).
-
-use std::cmp::Ordering;
+//! does every read when the unsafe setting `unsafe_stale_reads` is on). A
+//! txn that writes nothing is a read: served the same way, not through the
+//! log, and serializable when every range in it is.
 
 use konsen_rpc::convert::{
-    RangeExtras, WriteOutcome, WriteResult, delete_request_to_command, key_value_to_etcd,
-    put_request_to_command, range_request_from_etcd,
+    WriteOutcome, WriteResult, delete_request_to_command, key_value_to_etcd,
+    put_request_to_command, range_request_from_etcd, txn_request_from_etcd, txn_result_to_etcd,
 };
-use konsen_rpc::etcd::etcdserverpb::range_request::{SortOrder, SortTarget};
 use konsen_rpc::etcd::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
-    PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse, kv_server::Kv,
+    PutResponse, RangeRequest, RangeResponse, RequestOp, TxnRequest, TxnResponse, kv_server::Kv,
+    request_op::Request as Op,
 };
-use konsen_storage::KeyValue;
+use konsen_storage::Command;
 use tonic::{Request, Response, Status};
 
-use super::Shared;
+use super::{Shared, rejected_status};
+
+/// The status for a write answered with another kind of result.
+fn mismatched(what: &str) -> Status {
+    Status::internal(format!("a {what} was answered with another kind of result"))
+}
 
 /// A Put's answer, from the outcome of its write.
 pub(crate) fn put_response(shared: &Shared, outcome: WriteOutcome) -> Result<PutResponse, Status> {
@@ -28,11 +32,21 @@ pub(crate) fn put_response(shared: &Shared, outcome: WriteOutcome) -> Result<Put
             header: Some(shared.header(p.revision, outcome.term)),
             prev_kv: p.prev_kv.map(key_value_to_etcd),
         }),
-        WriteResult::Rejected(why) => Err(Status::invalid_argument(format!("etcdserver: {why}"))),
-        WriteResult::DeleteRange(_) => {
-            Err(Status::internal("a put was answered with a delete result"))
-        }
+        WriteResult::Rejected(why) => Err(rejected_status(&why)),
+        _ => Err(mismatched("put")),
     }
+}
+
+/// Whether every range of a txn, on every branch and at every depth, is
+/// serializable (etcd's `isTxnSerializable`).
+fn txn_is_serializable(ops: &[RequestOp]) -> bool {
+    ops.iter().all(|op| match &op.request {
+        Some(Op::RequestRange(r)) => r.serializable,
+        Some(Op::RequestTxn(t)) => {
+            txn_is_serializable(&t.success) && txn_is_serializable(&t.failure)
+        }
+        _ => true,
+    })
 }
 
 #[derive(Clone, Debug)]
@@ -57,7 +71,7 @@ impl Kv for KvService {
         if request.key.is_empty() {
             return Err(Status::invalid_argument("etcdserver: key is not provided"));
         }
-        let (read, extras) = range_request_from_etcd(&request)
+        let read = range_request_from_etcd(&request)
             .map_err(|e| Status::invalid_argument(format!("etcdserver: {e}")))?;
         // `unsafe_stale_reads` (the fault-injection suite's negative
         // control) turns every read into a serializable one.
@@ -67,19 +81,7 @@ impl Kv for KvService {
         } else {
             self.shared.read_local(read).await?
         };
-        let mut response = outcome.response;
-        if !extras.is_trivial() {
-            post_process(&mut response.kvs, &extras);
-            response.count = response.kvs.len() as i64;
-            let limit = usize::try_from(request.limit).unwrap_or(0);
-            response.more = limit > 0 && response.kvs.len() > limit;
-            if limit > 0 {
-                response.kvs.truncate(limit);
-            }
-            if request.count_only {
-                response.kvs.clear();
-            }
-        }
+        let response = outcome.response;
         Ok(Response::new(RangeResponse {
             header: Some(self.shared.header(response.revision, outcome.term)),
             kvs: response.kvs.into_iter().map(key_value_to_etcd).collect(),
@@ -114,58 +116,56 @@ impl Kv for KvService {
                 deleted: d.deleted,
                 prev_kvs: d.prev_kvs.into_iter().map(key_value_to_etcd).collect(),
             })),
-            WriteResult::Rejected(why) => {
-                Err(Status::invalid_argument(format!("etcdserver: {why}")))
-            }
-            WriteResult::Put(_) => Err(Status::internal("a delete was answered with a put result")),
+            WriteResult::Rejected(why) => Err(rejected_status(&why)),
+            _ => Err(mismatched("delete")),
         }
     }
 
-    async fn txn(&self, _: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
-        Err(Status::unimplemented(
-            "konsen: transactions (KV.Txn) are not supported yet; they come in a later release",
-        ))
+    async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        let _permit = self.shared.admit()?;
+        let request = request.into_inner();
+        let serializable =
+            txn_is_serializable(&request.success) && txn_is_serializable(&request.failure);
+        let txn = txn_request_from_etcd(request)
+            .map_err(|e| Status::invalid_argument(format!("etcdserver: {e}")))?;
+        let command = Command::Txn(txn);
+        command
+            .validate(&self.shared.storage_options)
+            .map_err(|e| super::request_status(&e))?;
+        let Command::Txn(txn) = command else {
+            unreachable!("the command was built as a txn just above")
+        };
+        let (result, term) = if txn.is_read_only() {
+            let linearizable = !serializable && !self.shared.settings.unsafe_stale_reads;
+            self.shared.read_txn(txn, linearizable).await?
+        } else {
+            let outcome = self.shared.write(Command::Txn(txn)).await?;
+            match outcome.result {
+                WriteResult::Txn(t) => (t, outcome.term),
+                WriteResult::Rejected(why) => return Err(rejected_status(&why)),
+                _ => return Err(mismatched("txn")),
+            }
+        };
+        let header = |revision| Some(self.shared.header(revision, term));
+        Ok(Response::new(txn_result_to_etcd(result, &header)))
     }
 
+    /// Goes through the log like a write: every node drops the same
+    /// history at the same point. The history is dropped as the entry is
+    /// applied, so `physical` is always honoured.
     async fn compact(
         &self,
-        _: Request<CompactionRequest>,
+        request: Request<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
-        Err(Status::unimplemented(
-            "konsen: compaction (KV.Compact) is not supported yet: konsen keeps only the current \
-             revision; it comes in a later release with transactions",
-        ))
-    }
-}
-
-/// Applies etcd's revision filters and sort order, which storage reads do
-/// not do.
-fn post_process(kvs: &mut Vec<KeyValue>, extras: &RangeExtras) {
-    let within =
-        |value: i64, min: i64, max: i64| (min == 0 || value >= min) && (max == 0 || value <= max);
-    kvs.retain(|kv| {
-        within(
-            kv.mod_revision,
-            extras.min_mod_revision,
-            extras.max_mod_revision,
-        ) && within(
-            kv.create_revision,
-            extras.min_create_revision,
-            extras.max_create_revision,
-        )
-    });
-    let by = |a: &KeyValue, b: &KeyValue| -> Ordering {
-        match extras.sort_target {
-            SortTarget::Key => a.key.cmp(&b.key),
-            SortTarget::Version => a.version.cmp(&b.version),
-            SortTarget::Create => a.create_revision.cmp(&b.create_revision),
-            SortTarget::Mod => a.mod_revision.cmp(&b.mod_revision),
-            SortTarget::Value => a.value.cmp(&b.value),
+        let _permit = self.shared.admit()?;
+        let revision = request.into_inner().revision;
+        let outcome = self.shared.write(Command::Compact { revision }).await?;
+        match outcome.result {
+            WriteResult::Compact(c) => Ok(Response::new(CompactionResponse {
+                header: Some(self.shared.header(c.revision, outcome.term)),
+            })),
+            WriteResult::Rejected(why) => Err(rejected_status(&why)),
+            _ => Err(mismatched("compaction")),
         }
-    };
-    match extras.sort_order {
-        SortOrder::None => {}
-        SortOrder::Ascend => kvs.sort_by(by),
-        SortOrder::Descend => kvs.sort_by(|a, b| by(b, a)),
     }
 }

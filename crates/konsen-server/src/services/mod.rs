@@ -20,7 +20,8 @@ use konsen_rpc::convert::{WriteOutcome, write_outcome_from_wire};
 use konsen_rpc::etcd::etcdserverpb::ResponseHeader;
 use konsen_rpc::peer::{ForwardRequest, raft_peer_client::RaftPeerClient};
 use konsen_storage::{
-    Command, KvReader, RangeRequest, RangeResponse, RequestError, Snapshots, StorageOptions,
+    Command, KvReader, RangeRequest, RangeResponse, RequestError, Snapshots, StorageOptions, Txn,
+    TxnResult,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -110,7 +111,7 @@ impl Shared {
         match self.node.write(encoded.clone(), deadline).await {
             // Boxed: the retries' timers and forwarding calls would
             // otherwise enlarge every write's future, which is moved
-            // whole (ARCHITECTURE.md, "Where the time goes", item 19).
+            // whole (docs/performance.md, item 19).
             Err(NodeError::NotLeader { leader }) => {
                 Box::pin(self.write_elsewhere(leader, encoded, deadline)).await
             }
@@ -159,6 +160,14 @@ impl Shared {
     /// is known or leadership moves (a read changes nothing, so trying again
     /// is always safe); then reads that state.
     pub async fn read_linearizable(&self, request: RangeRequest) -> Result<ReadOutcome, Status> {
+        let term = self.confirm_read().await?;
+        self.read_applied(request, term).await
+    }
+
+    /// Waits, within `limits.request_timeout_ms`, until this node's applied
+    /// state covers every write committed before now (ReadIndex); returns
+    /// the term it was confirmed in.
+    pub async fn confirm_read(&self) -> Result<Term, Status> {
         let attempts = async {
             loop {
                 match self.node.read_index().await {
@@ -168,10 +177,28 @@ impl Shared {
                 tokio::time::sleep(self.settings.tick).await;
             }
         };
-        let term = tokio::time::timeout(self.settings.request_timeout(), attempts)
+        tokio::time::timeout(self.settings.request_timeout(), attempts)
             .await
-            .map_err(|_| timed_out())??;
-        self.read_applied(request, term).await
+            .map_err(|_| timed_out())?
+    }
+
+    /// Serves a read-only txn: after ReadIndex if `linearizable`, then on
+    /// the blocking pool against one view of the applied state.
+    pub async fn read_txn(
+        &self,
+        txn: Txn,
+        linearizable: bool,
+    ) -> Result<(TxnResult, Term), Status> {
+        let term = if linearizable {
+            self.confirm_read().await?
+        } else {
+            self.node.status().term
+        };
+        let reader = self.reader.clone();
+        let result = blocking("txn read", move || reader.txn(&txn)).await?;
+        result
+            .map(|t| (t, term))
+            .map_err(|e| node_status(&e.into()))
     }
 
     /// Reads the latest applied state: a single key right here, a range on
@@ -245,6 +272,17 @@ pub fn node_status(e: &NodeError) -> Status {
     }
 }
 
+/// A command the state machine refused (`WriteResult::Rejected`), as the
+/// status etcd gives for the same words.
+pub fn rejected_status(why: &str) -> Status {
+    let message = format!("etcdserver: {why}");
+    if why.starts_with("mvcc: required revision") {
+        Status::out_of_range(message)
+    } else {
+        Status::invalid_argument(message)
+    }
+}
+
 /// A refused request as a gRPC status, with etcd's messages.
 pub fn request_status(e: &RequestError) -> Status {
     match e {
@@ -255,13 +293,13 @@ pub fn request_status(e: &RequestError) -> Status {
         RequestError::ValueProvided => Status::invalid_argument("etcdserver: value is provided"),
         RequestError::LeaseProvided => Status::invalid_argument("etcdserver: lease is provided"),
         RequestError::KeyNotFound => Status::invalid_argument("etcdserver: key not found"),
-        RequestError::FutureRevision { .. } => {
-            Status::out_of_range("etcdserver: mvcc: required revision is a future revision")
+        RequestError::FutureRevision { .. } | RequestError::Compacted { .. } => {
+            Status::out_of_range(format!("etcdserver: {e}"))
         }
-        RequestError::HistoricalRead { requested, current } => Status::out_of_range(format!(
-            "etcdserver: mvcc: required revision has been compacted (konsen keeps only the current \
-             revision {current}; {requested} was requested)"
-        )),
+        RequestError::NegativeRevision(_)
+        | RequestError::TooManyOps { .. }
+        | RequestError::DuplicateKey
+        | RequestError::TxnTooDeep { .. } => Status::invalid_argument(format!("etcdserver: {e}")),
         RequestError::Decode(e) => {
             Status::invalid_argument(format!("etcdserver: malformed request: {e}"))
         }

@@ -3,7 +3,14 @@
 //!
 //! `konsen-bench --endpoints A,B,C [--conns N] [--clients N]
 //! [--total N | --duration SECS] [--key-size B] [--val-size B]
-//! [--key-space N] [--target-leader] [--json] put | range [--serializable] | mix`
+//! [--key-space N] [--target-leader] [--json] put | txn-put
+//! | range [--serializable] [--rev-back N] | mix [--read-ratio R] [--txn] [--rev-back N]`
+//!
+//! `txn-put` is a Txn that compares the key's mod_revision (with one that
+//! always holds: less than `i64::MAX`), then puts it: the cost of a
+//! compare-and-swap without the read a real one needs first. `--rev-back N`
+//! reads every key as of N revisions before the run starts (a historical
+//! read), instead of at the latest revision.
 //!
 //! Each client runs one request at a time, in a loop, over one of `conns`
 //! shared HTTP/2 connections (a lean gRPC client, `grpc.rs`). Latencies go into an HDR histogram; the report
@@ -21,7 +28,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use konsen_rpc::etcd::etcdserverpb::cluster_client::ClusterClient;
 use konsen_rpc::etcd::etcdserverpb::maintenance_client::MaintenanceClient;
 use konsen_rpc::etcd::etcdserverpb::{
-    MemberListRequest, PutRequest, PutResponse, RangeRequest, RangeResponse, StatusRequest,
+    Compare, MemberListRequest, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp,
+    StatusRequest, TxnRequest, TxnResponse, compare, request_op,
 };
 use tonic::transport::{Channel, Endpoint};
 
@@ -82,18 +90,46 @@ struct Args {
 enum Workload {
     /// Puts only.
     Put,
+    /// Txns only: compare the key's mod_revision (always true), then put.
+    TxnPut,
     /// Ranges (single-key gets) only.
     Range {
         /// Serializable reads (local, possibly stale) instead of linearizable.
         #[arg(long)]
         serializable: bool,
+        /// Read as of this many revisions before the run (0: the latest).
+        #[arg(long, default_value_t = 0)]
+        rev_back: i64,
     },
-    /// Puts and linearizable ranges.
+    /// Puts (or txn-puts) and linearizable ranges.
     Mix {
         /// Share of requests that are reads, 0 to 1.
         #[arg(long, default_value_t = 0.5)]
         read_ratio: f64,
+        /// Writes are txn-puts instead of puts.
+        #[arg(long)]
+        txn: bool,
+        /// Read as of this many revisions before the run (0: the latest).
+        #[arg(long, default_value_t = 0)]
+        rev_back: i64,
     },
+}
+
+impl Workload {
+    fn rev_back(&self) -> i64 {
+        match *self {
+            Workload::Range { rev_back, .. } | Workload::Mix { rev_back, .. } => rev_back,
+            Workload::Put | Workload::TxnPut => 0,
+        }
+    }
+}
+
+/// What one request of a run is.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Call {
+    Put,
+    TxnPut,
+    Range { serializable: bool },
 }
 
 #[derive(Debug)]
@@ -145,10 +181,13 @@ async fn main() -> Result<()> {
     if args.key_size == 0 || args.key_space == 0 {
         bail!("--key-size and --key-space must be at least 1");
     }
-    if let Workload::Mix { read_ratio } = args.workload
+    if let Workload::Mix { read_ratio, .. } = args.workload
         && !(0.0..=1.0).contains(&read_ratio)
     {
         bail!("--read-ratio must be between 0 and 1");
+    }
+    if args.workload.rev_back() < 0 {
+        bail!("--rev-back must be at least 0");
     }
     let timeout = Duration::from_secs(args.timeout);
     let endpoints = if args.target_leader {
@@ -166,6 +205,16 @@ async fn main() -> Result<()> {
             .with_context(|| format!("cannot connect to {ep}"))?;
         conns.push(conn);
     }
+    let revision = match args.workload.rev_back() {
+        0 => 0,
+        back => {
+            let current = current_revision(&mut conns[0], timeout).await?;
+            if current <= back {
+                bail!("--rev-back {back}: the store is only at revision {current}");
+            }
+            current - back
+        }
+    };
     let total = match (args.total, args.duration) {
         (Some(t), _) => Some(t),
         (None, Some(_)) => None,
@@ -207,6 +256,7 @@ async fn main() -> Result<()> {
             timeout,
             c as u64,
             args.workload,
+            revision,
             args.key_size,
             args.key_space,
             value.clone(),
@@ -295,6 +345,65 @@ async fn find_leader(endpoints: &[String], timeout: Duration) -> Result<String> 
     bail!("no leader found through {endpoints:?}")
 }
 
+/// The store's revision, from a range's header.
+async fn current_revision(conn: &mut Conn, timeout: Duration) -> Result<i64> {
+    let uri = conn.uri("/etcdserverpb.KV/Range")?;
+    let range = RangeRequest {
+        key: b"\0".to_vec(),
+        ..Default::default()
+    };
+    let answer = tokio::time::timeout(timeout, conn.unary::<_, RangeResponse>(&uri, &range))
+        .await
+        .map_err(|_| anyhow::anyhow!("reading the revision timed out"))?
+        .map_err(|e| anyhow::anyhow!("reading the revision: {e}"))?;
+    Ok(answer.header.map_or(0, |h| h.revision))
+}
+
+/// What request `n` of a run of `workload` is: a deterministic spread of
+/// reads and writes in a mix's ratio.
+fn call(workload: Workload, n: u64) -> Call {
+    match workload {
+        Workload::Put => Call::Put,
+        Workload::TxnPut => Call::TxnPut,
+        Workload::Range { serializable, .. } => Call::Range { serializable },
+        Workload::Mix {
+            read_ratio, txn, ..
+        } => {
+            if ((n % 1000) as f64 / 1000.0) < read_ratio {
+                Call::Range {
+                    serializable: false,
+                }
+            } else if txn {
+                Call::TxnPut
+            } else {
+                Call::Put
+            }
+        }
+    }
+}
+
+/// `txn-put`: if the key's mod_revision is below `i64::MAX` (always),
+/// put it.
+fn txn_put(key: Vec<u8>, value: bytes::Bytes) -> TxnRequest {
+    TxnRequest {
+        compare: vec![Compare {
+            result: compare::CompareResult::Less as i32,
+            target: compare::CompareTarget::Mod as i32,
+            key: key.clone(),
+            range_end: Vec::new(),
+            target_union: Some(compare::TargetUnion::ModRevision(i64::MAX)),
+        }],
+        success: vec![RequestOp {
+            request: Some(request_op::Request::RequestPut(PutRequest {
+                key,
+                value,
+                ..Default::default()
+            })),
+        }],
+        failure: Vec::new(),
+    }
+}
+
 /// The key for request `n`: `n mod key_space`, zero-padded to `size` bytes.
 fn key(n: u64, key_space: u64, size: usize) -> Vec<u8> {
     let digits = (n % key_space).to_string();
@@ -310,6 +419,7 @@ async fn run_client(
     timeout: Duration,
     client: u64,
     workload: Workload,
+    revision: i64,
     key_size: usize,
     key_space: u64,
     value: Vec<u8>,
@@ -318,9 +428,10 @@ async fn run_client(
 ) -> Result<ClientResult> {
     let (mut errors, mut first_error) = (0, None);
     let value = bytes::Bytes::from(value);
-    let (put_uri, range_uri) = (
+    let (put_uri, range_uri, txn_uri) = (
         conn.uri("/etcdserverpb.KV/Put")?,
         conn.uri("/etcdserverpb.KV/Range")?,
+        conn.uri("/etcdserverpb.KV/Txn")?,
     );
     while let Some(n) = stop.next() {
         let key = key(
@@ -328,18 +439,10 @@ async fn run_client(
             key_space,
             key_size,
         );
-        let read = match workload {
-            Workload::Put => None,
-            Workload::Range { serializable } => Some(serializable),
-            // A deterministic spread of reads and writes in the given ratio.
-            Workload::Mix { read_ratio } => {
-                ((n % 1000) as f64 / 1000.0 < read_ratio).then_some(false)
-            }
-        };
         let t = Instant::now();
         let call = async {
-            match read {
-                None => {
+            match call(workload, n) {
+                Call::Put => {
                     let put = PutRequest {
                         key,
                         value: value.clone(),
@@ -349,10 +452,21 @@ async fn run_client(
                         .await
                         .map(|_| ())
                 }
-                Some(serializable) => {
+                Call::TxnPut => {
+                    let txn = txn_put(key, value.clone());
+                    match conn.unary::<_, TxnResponse>(&txn_uri, &txn).await {
+                        Ok(r) if !r.succeeded => {
+                            Err(grpc::CallError::Protocol("txn-put: compare failed".into()))
+                        }
+                        Ok(_) => Ok(()),
+                        Err(e) => Err(e),
+                    }
+                }
+                Call::Range { serializable } => {
                     let range = RangeRequest {
                         key,
                         serializable,
+                        revision,
                         ..Default::default()
                     };
                     conn.unary::<_, RangeResponse>(&range_uri, &range)
@@ -394,13 +508,26 @@ fn report(
     let ok = h.len();
     let secs = elapsed.as_secs_f64();
     let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    let rev_back = match args.workload.rev_back() {
+        0 => String::new(),
+        back => format!(" rev_back={back}"),
+    };
     let workload = match args.workload {
         Workload::Put => "put".to_string(),
-        Workload::Range { serializable: true } => "range serializable".to_string(),
+        Workload::TxnPut => "txn-put".to_string(),
+        Workload::Range {
+            serializable: true, ..
+        } => format!("range serializable{rev_back}"),
         Workload::Range {
             serializable: false,
-        } => "range linearizable".to_string(),
-        Workload::Mix { read_ratio } => format!("mix read_ratio={read_ratio}"),
+            ..
+        } => format!("range linearizable{rev_back}"),
+        Workload::Mix {
+            read_ratio, txn, ..
+        } => format!(
+            "mix read_ratio={read_ratio}{}{rev_back}",
+            if txn { " txn" } else { "" }
+        ),
     };
     if args.json {
         let json = serde_json::json!({
@@ -451,6 +578,48 @@ mod tests {
         assert_eq!(key(5, 10, 70_000).len(), 70_000);
         let distinct: std::collections::BTreeSet<_> = (0..100).map(|n| key(n, 10, 4)).collect();
         assert_eq!(distinct.len(), 10);
+    }
+
+    #[test]
+    fn a_mix_spreads_reads_and_writes_in_its_ratio() {
+        let mix = Workload::Mix {
+            read_ratio: 0.9,
+            txn: true,
+            rev_back: 0,
+        };
+        let calls: Vec<Call> = (0..1000).map(|n| call(mix, n)).collect();
+        let reads = calls
+            .iter()
+            .filter(|c| {
+                matches!(
+                    c,
+                    Call::Range {
+                        serializable: false
+                    }
+                )
+            })
+            .count();
+        assert_eq!(reads, 900);
+        assert_eq!(calls.iter().filter(|&&c| c == Call::TxnPut).count(), 100);
+        let put_mix = Workload::Mix {
+            read_ratio: 0.0,
+            txn: false,
+            rev_back: 0,
+        };
+        assert!((0..100).all(|n| call(put_mix, n) == Call::Put));
+    }
+
+    #[test]
+    fn a_txn_put_compares_the_mod_revision_then_puts() {
+        let t = txn_put(b"k".to_vec(), bytes::Bytes::from_static(b"v"));
+        assert_eq!(t.compare.len(), 1);
+        assert_eq!(t.compare[0].target, compare::CompareTarget::Mod as i32);
+        assert_eq!(t.compare[0].key, b"k");
+        assert!(matches!(
+            &t.success[..],
+            [RequestOp { request: Some(request_op::Request::RequestPut(p)) }] if p.key == b"k" && p.value == "v"
+        ));
+        assert!(t.failure.is_empty());
     }
 
     #[test]
