@@ -83,7 +83,8 @@ pub struct RangeResponse {
     pub count: i64,
     /// Whether `limit` left matching keys out.
     pub more: bool,
-    /// The revision the read saw (the header revision).
+    /// The store's revision when the read ran (the header revision), also
+    /// for a read at an older revision, as etcd's.
     pub revision: i64,
 }
 
@@ -112,9 +113,9 @@ pub(crate) fn read_revision(
     Ok(requested)
 }
 
-/// etcd's range answer from every key in the range at `revision` (sorted
-/// by key, values included): counts, filters, sorts and cuts at the
-/// limit.
+/// etcd's range answer from every key in the range (sorted by key, values
+/// included): counts, filters, sorts and cuts at the limit. `revision` is
+/// the header's: the store's current revision.
 pub(crate) fn finish_range(
     mut kvs: Vec<KeyValue>,
     request: &RangeRequest,
@@ -309,7 +310,8 @@ fn range_in(
     let range = KeyRange::new(request.key.clone(), request.range_end.clone());
     if revision < current {
         let kvs = crate::history::range_at(db, view, hist_cf(position.cf), &range, revision, &[])?;
-        return Ok(finish_range(kvs, request, revision));
+        // The header reports the current revision, as etcd's does.
+        return Ok(finish_range(kvs, request, current));
     }
     if !request.is_plain() {
         let mut kvs = Vec::new();
@@ -317,7 +319,7 @@ fn range_in(
             kvs.push(kv);
             true
         })?;
-        return Ok(finish_range(kvs, request, revision));
+        return Ok(finish_range(kvs, request, current));
     }
     let cf = position.cf;
     let limit = usize::try_from(request.limit)

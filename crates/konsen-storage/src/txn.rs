@@ -130,20 +130,24 @@ impl Txn {
     /// `checkIntervals`), plus konsen's depth and size limits. Returns the
     /// bytes of keys and values it carries.
     pub(crate) fn validate(&self, options: &StorageOptions) -> Result<usize, RequestError> {
-        let size = self.validate_at(1, options)?;
+        let size = self.validate_at(1, options.txn_ops_max)?;
         self.check_duplicates()?;
         Ok(size)
     }
 
-    fn validate_at(&self, depth: usize, options: &StorageOptions) -> Result<usize, RequestError> {
+    /// `max`: the operations this level may hold. A nested txn gets what
+    /// its parent's longest list leaves (etcd's `maxTxnOps - opc`).
+    fn validate_at(&self, depth: usize, max: usize) -> Result<usize, RequestError> {
         if depth > TXN_DEPTH_MAX {
             return Err(RequestError::TxnTooDeep { max: TXN_DEPTH_MAX });
         }
-        let max = options.txn_ops_max;
-        for count in [self.compare.len(), self.success.len(), self.failure.len()] {
-            if count > max {
-                return Err(RequestError::TooManyOps { count, max });
-            }
+        let count = self
+            .compare
+            .len()
+            .max(self.success.len())
+            .max(self.failure.len());
+        if count > max {
+            return Err(RequestError::TooManyOps { count, max });
         }
         let mut size = 0;
         for c in &self.compare {
@@ -191,7 +195,7 @@ impl Txn {
                     }
                     key.len() + range_end.len()
                 }
-                TxnOp::Txn(t) => t.validate_at(depth + 1, options)?,
+                TxnOp::Txn(t) => t.validate_at(depth + 1, max - count)?,
             };
         }
         Ok(size)
@@ -344,19 +348,44 @@ fn compare_kv(c: &Compare, kv: &KeyValue) -> bool {
     }
 }
 
-/// etcd's checks on the path before anything runs: a range at a revision
-/// that cannot be served, or an `ignore_*` put of a missing key, refuses
-/// the whole txn.
+/// etcd's checks on the path before anything runs: an `ignore_*` put of
+/// a missing key, or a range at a revision that cannot be served, refuses
+/// the whole txn. As etcd (`applierV3backend.Txn`), every put on the path
+/// is checked first, then every range, so the error does not depend on
+/// their order.
 pub(crate) fn check_path(
     state: &impl TxnState,
     txn: &Txn,
     path: &TxnPath,
 ) -> Result<Result<(), RequestError>, StorageError> {
+    for check in [PathCheck::Puts, PathCheck::Ranges] {
+        if let Err(e) = check_path_for(state, txn, path, check)? {
+            return Ok(Err(e));
+        }
+    }
+    Ok(Ok(()))
+}
+
+/// Which operations one pass of [`check_path`] checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PathCheck {
+    Puts,
+    Ranges,
+}
+
+fn check_path_for(
+    state: &impl TxnState,
+    txn: &Txn,
+    path: &TxnPath,
+    check: PathCheck,
+) -> Result<Result<(), RequestError>, StorageError> {
     let mut nested = path.nested.iter();
     for op in branch(txn, path.succeeded) {
         match op {
             TxnOp::Range(r) => {
-                if let Err(e) = read_revision(r.revision, state.revision(), state.compacted()) {
+                if check == PathCheck::Ranges
+                    && let Err(e) = read_revision(r.revision, state.revision(), state.compacted())
+                {
                     return Ok(Err(e));
                 }
             }
@@ -366,7 +395,10 @@ pub(crate) fn check_path(
                 ignore_lease,
                 ..
             } => {
-                if (*ignore_value || *ignore_lease) && state.get(key)?.is_none() {
+                if check == PathCheck::Puts
+                    && (*ignore_value || *ignore_lease)
+                    && state.get(key)?.is_none()
+                {
                     return Ok(Err(RequestError::KeyNotFound));
                 }
             }
@@ -375,7 +407,7 @@ pub(crate) fn check_path(
                 let p = nested
                     .next()
                     .expect("txn path invariant: one path per nested txn");
-                if let Err(e) = check_path(state, t, p)? {
+                if let Err(e) = check_path_for(state, t, p, check)? {
                     return Ok(Err(e));
                 }
             }
@@ -397,7 +429,9 @@ pub(crate) fn txn_range(
     } else {
         state.scan(&range)?
     };
-    Ok(finish_range(kvs, request, revision))
+    // The header reports the current revision, also for a read at an
+    // older one (etcd's `rangeKeys`: `Rev: curRev`).
+    Ok(finish_range(kvs, request, current))
 }
 
 /// Runs a read-only txn's path against `state`.
@@ -506,8 +540,9 @@ mod tests {
         for _ in 0..TXN_DEPTH_MAX {
             deep = txn(vec![TxnOp::Txn(deep)], vec![]);
         }
+        // With room for every level's op (each level leaves one fewer).
         assert_eq!(
-            deep.validate(&options),
+            deep.validate(&StorageOptions::default()),
             Err(RequestError::TxnTooDeep { max: TXN_DEPTH_MAX })
         );
         let empty_compare = Txn {

@@ -6,9 +6,9 @@
 //! `KvStore::range` and through a `KvReader` (ranges and read-only txns),
 //! in batches of random sizes with a restart in the middle.
 //!
-//! The tests marked `#[ignore]` at the end show where konsen answers
-//! otherwise than etcd 3.4 (see `model::Differences`); run them with
-//! `--ignored`.
+//! The tests at the end pin down three details where an earlier konsen
+//! answered otherwise than etcd 3.4: the header revision of a historical
+//! read, the order of a txn's checks, and a nested txn's op limit.
 
 mod model;
 
@@ -20,7 +20,7 @@ use konsen_storage::{
     RangeResponse, RequestError, RocksStore, SortOrder, SortTarget, StorageError, StorageOptions,
     Txn, TxnOp, TxnResponse, TxnResult,
 };
-use model::{Differences, Model};
+use model::Model;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use tempfile::TempDir;
@@ -578,12 +578,11 @@ fn run_case(
     steps: &[Step],
     cuts: &[usize],
     reads: &[Read],
-    differences: Differences,
     seen: &mut Seen,
 ) -> Result<(), TestCaseError> {
     let dir = TempDir::new().unwrap();
     let mut store = open(&dir);
-    let mut model = Model::with(differences);
+    let mut model = Model::new();
     let mut next = 0usize;
     let mut index: Index = 0;
     let mut reads = reads.iter().cycle();
@@ -691,12 +690,11 @@ fn case_strategy() -> impl Strategy<Value = (Vec<Step>, Vec<usize>, Vec<Read>)> 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(CASES))]
 
-    /// Every outcome, revision and read agrees with the model (konsen's
-    /// known differences from etcd accepted; see `model::Differences`).
+    /// Every outcome, revision and read agrees with the model of etcd.
     #[test]
     fn mvcc_matches_the_model((steps, cuts, reads) in case_strategy()) {
         let mut seen = Seen::default();
-        run_case(&steps, &cuts, &reads, Differences::KONSEN, &mut seen)?;
+        run_case(&steps, &cuts, &reads, &mut seen)?;
     }
 }
 
@@ -718,7 +716,7 @@ fn the_workload_exercises_everything() {
     let mut seen = Seen::default();
     for _ in 0..16 {
         let (steps, cuts, reads) = strategy.new_tree(&mut runner).unwrap().current();
-        run_case(&steps, &cuts, &reads, Differences::KONSEN, &mut seen).unwrap();
+        run_case(&steps, &cuts, &reads, &mut seen).unwrap();
     }
     println!("{seen:?}");
     assert!(seen.txn_succeeded > 20 && seen.txn_failed > 20, "{seen:?}");
@@ -898,13 +896,11 @@ fn compaction_keeps_what_reads_at_and_after_it_need() {
     assert_eq!(store.kv.range(&everything_at(7)).unwrap().kvs, model.kvs());
 }
 
-/// konsen differs from etcd 3.4: a range at an old revision reports that
-/// revision; etcd reports the current one (`mvcc/kvstore_txn.go`
-/// `rangeKeys` returns `Rev: curRev`, which `apply.go` puts in the
-/// header). Inside a txn too.
+/// As etcd 3.4: a range at an old revision reports the current revision
+/// in its header (`mvcc/kvstore_txn.go` `rangeKeys` returns `Rev: curRev`,
+/// which `apply.go` puts in the header). Inside a txn too.
 #[test]
-#[ignore = "konsen differs from etcd 3.4: a historical range reports the read revision, not the current one"]
-fn etcd_difference_a_historical_range_reports_the_current_revision() {
+fn a_historical_range_reports_the_current_revision() {
     let dir = TempDir::new().unwrap();
     let mut store = open(&dir);
     apply(
@@ -916,7 +912,7 @@ fn etcd_difference_a_historical_range_reports_the_current_revision() {
         revision: 2,
         ..RangeRequest::default()
     };
-    let mut etcd = Model::etcd();
+    let mut etcd = Model::new();
     etcd.execute(&Command::put("a", "1"));
     etcd.execute(&Command::put("a", "2"));
     let want = etcd.range(&request).unwrap();
@@ -942,14 +938,13 @@ fn etcd_difference_a_historical_range_reports_the_current_revision() {
     );
 }
 
-/// konsen differs from etcd 3.4: of a txn whose path holds both a range at
-/// a compacted revision and an `ignore_value` put of a missing key, konsen
-/// reports the first in operation order; etcd checks every put first
+/// As etcd 3.4: of a txn whose path holds both a range at a compacted
+/// revision and an `ignore_value` put of a missing key (the range first),
+/// the error is `KeyNotFound`: every put is checked first
 /// (`applierV3backend.Txn`: `checkRequests(.., a.checkPut)` before
-/// `checkRequests(.., a.checkRange)`), so it is always `KeyNotFound`.
+/// `checkRequests(.., a.checkRange)`).
 #[test]
-#[ignore = "konsen differs from etcd 3.4: txn checks run in op order, etcd checks puts before ranges"]
-fn etcd_difference_a_txn_checks_its_puts_before_its_ranges() {
+fn a_txn_checks_its_puts_before_its_ranges() {
     let dir = TempDir::new().unwrap();
     let mut store = open(&dir);
     let commands = [
@@ -971,7 +966,7 @@ fn etcd_difference_a_txn_checks_its_puts_before_its_ranges() {
             ..Txn::default()
         }),
     ];
-    let mut etcd = Model::etcd();
+    let mut etcd = Model::new();
     let want: Vec<ApplyOutcome> = commands.iter().map(|c| etcd.execute(c)).collect();
     assert_eq!(want[3], ApplyOutcome::Rejected(RequestError::KeyNotFound));
     assert_eq!(apply(&mut store, &commands), want);
@@ -1004,7 +999,7 @@ fn a_key_put_in_both_branches_of_a_doubly_nested_txn_is_no_duplicate() {
         success: vec![TxnOp::Txn(middle)],
         ..Txn::default()
     });
-    let mut etcd = Model::etcd();
+    let mut etcd = Model::new();
     let want = etcd.execute(&txn);
     assert!(matches!(want, ApplyOutcome::Txn(_)), "{want:?}");
     assert_eq!(
@@ -1017,13 +1012,11 @@ fn a_key_put_in_both_branches_of_a_doubly_nested_txn_is_no_duplicate() {
     assert_eq!(apply(&mut store, &[txn]), vec![want], "apply");
 }
 
-/// konsen differs from etcd 3.4 in `Command::validate` (not in apply): etcd
-/// gives a nested txn only the operations its parent leaves
-/// (`checkTxnRequest` checks each op with `maxTxnOps - opc`, `opc` the
-/// parent's largest list), konsen gives every level `txn_ops_max`.
+/// As etcd 3.4, in `Command::validate`: a nested txn gets only the
+/// operations its parent leaves (`checkTxnRequest` checks each op with
+/// `maxTxnOps - opc`, `opc` the parent's largest list).
 #[test]
-#[ignore = "konsen differs from etcd 3.4: a nested txn's op limit is not reduced by its parent's ops"]
-fn etcd_difference_a_nested_txn_gets_the_ops_its_parent_leaves() {
+fn a_nested_txn_gets_the_ops_its_parent_leaves() {
     let put = |k: &str| TxnOp::Put {
         key: k.into(),
         value: Bytes::new(),
@@ -1053,27 +1046,10 @@ fn etcd_difference_a_nested_txn_gets_the_ops_its_parent_leaves() {
         "{:?}",
         txn.validate(&options)
     );
-}
-
-/// The property test against etcd exactly: fails while the differences
-/// above stand.
-#[test]
-#[ignore = "konsen differs from etcd 3.4 (see the tests above)"]
-fn etcd_difference_mvcc_matches_etcd_exactly() {
-    use proptest::test_runner::{Config, TestRunner};
-    let mut runner = TestRunner::new(Config {
-        failure_persistence: None,
-        ..Config::with_cases(CASES)
-    });
-    runner
-        .run(&case_strategy(), |(steps, cuts, reads)| {
-            run_case(
-                &steps,
-                &cuts,
-                &reads,
-                Differences::NONE,
-                &mut Seen::default(),
-            )
-        })
-        .unwrap();
+    // Five leave the nested txn two: enough.
+    let options = StorageOptions {
+        txn_ops_max: 5,
+        ..StorageOptions::default()
+    };
+    assert_eq!(txn.validate(&options), Ok(()));
 }

@@ -26,36 +26,6 @@ use konsen_storage::{
 /// Every live key at one revision.
 pub type Keys = BTreeMap<Vec<u8>, KeyValue>;
 
-/// Where konsen knowingly answers otherwise than etcd 3.4. The tests run
-/// the model with [`Differences::KONSEN`] (what the implementation does
-/// today); [`Differences::NONE`] is etcd exactly, and the tests marked
-/// `#[ignore]` in `mvcc.rs` show each difference failing against it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Differences {
-    /// konsen: a range at revision `r != 0` reports `r` as its revision
-    /// (the header revision). etcd 3.4: always the store's current
-    /// revision (`rangeKeys` returns `Rev: curRev`; inside a txn, the
-    /// txn's revision so far).
-    pub range_reports_read_revision: bool,
-    /// konsen: the checks on a txn's path run in operation order and the
-    /// first that fails is the error. etcd 3.4 (`applierV3backend.Txn`):
-    /// first every put on the path (`ignore_value`/`ignore_lease` on a
-    /// missing key), then every range (revision); so a txn failing both
-    /// ways is `KeyNotFound` whatever the order.
-    pub txn_checks_in_op_order: bool,
-}
-
-impl Differences {
-    pub const NONE: Differences = Differences {
-        range_reports_read_revision: false,
-        txn_checks_in_op_order: false,
-    };
-    pub const KONSEN: Differences = Differences {
-        range_reports_read_revision: true,
-        txn_checks_in_op_order: true,
-    };
-}
-
 /// The store's state: the revision, every live key, and every revision's
 /// keys since the first.
 #[derive(Clone, Debug)]
@@ -67,7 +37,6 @@ pub struct Model {
     pub keys: Keys,
     /// Revision -> every live key after it, for every revision from 1.
     pub history: BTreeMap<i64, Keys>,
-    pub differences: Differences,
 }
 
 /// A request being applied: the revision before it, the keys as it left
@@ -153,23 +122,13 @@ impl Default for Model {
 }
 
 impl Model {
-    /// A fresh store, with konsen's known differences from etcd.
+    /// A fresh store.
     pub fn new() -> Self {
-        Model::with(Differences::KONSEN)
-    }
-
-    /// A fresh store that answers exactly as etcd 3.4.
-    pub fn etcd() -> Self {
-        Model::with(Differences::NONE)
-    }
-
-    pub fn with(differences: Differences) -> Self {
         Model {
             revision: REVISION_INITIAL,
             compacted: 0,
             keys: Keys::new(),
             history: BTreeMap::from([(REVISION_INITIAL, Keys::new())]),
-            differences,
         }
     }
 
@@ -319,12 +278,8 @@ impl Model {
             return Err(RequestError::EmptyKey);
         }
         let at = self.read_revision(request.revision)?;
-        let reported = if self.differences.range_reports_read_revision {
-            at
-        } else {
-            self.revision
-        };
-        Ok(answer(&self.history[&at], request, reported))
+        // etcd's header revision: the current one, whatever was read.
+        Ok(answer(&self.history[&at], request, self.revision))
     }
 
     /// A read-only txn served beside the log (`KvReader::txn`): the same
@@ -409,18 +364,12 @@ impl Model {
             TxnOp::Range(r) => self.read_revision(r.revision).map(|_| ()),
             _ => Ok(()),
         };
-        if self.differences.txn_checks_in_op_order {
-            for op in &ops {
-                check_put(op)?;
-                check_range(op)?;
-            }
-        } else {
-            for op in &ops {
-                check_put(op)?;
-            }
-            for op in &ops {
-                check_range(op)?;
-            }
+        // etcd checks every put on the path first, then every range.
+        for op in &ops {
+            check_put(op)?;
+        }
+        for op in &ops {
+            check_range(op)?;
         }
         Ok(())
     }
@@ -444,13 +393,7 @@ impl Model {
                         // Checked: at most the revision before the txn.
                         &self.history[&r.revision]
                     };
-                    let reported =
-                        if self.differences.range_reports_read_revision && r.revision != 0 {
-                            r.revision
-                        } else {
-                            s.revision()
-                        };
-                    TxnResponse::Range(answer(keys, r, reported))
+                    TxnResponse::Range(answer(keys, r, s.revision()))
                 }
                 TxnOp::Put {
                     key,
