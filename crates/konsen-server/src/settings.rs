@@ -278,6 +278,8 @@ fn settings_env(vars: impl Iterator<Item = (String, String)>) -> HashMap<String,
         "KONSEN_SNAPSHOT_ENTRIES_MAX",
         "KONSEN_SNAPSHOT_TAIL_ENTRIES",
         "KONSEN_SNAPSHOT_CHUNK_BYTES_MAX",
+        "KONSEN_AUTO_COMPACTION_MODE",
+        "KONSEN_AUTO_COMPACTION_RETENTION",
     ];
     vars.filter(|(k, _)| {
         !FLAG_ENV_VARS.contains(&k.as_str())
@@ -552,6 +554,36 @@ mod tests {
         let err = Settings::load_with_env(&args(&["--config", path]), HashMap::new()).unwrap_err();
         let err = format!("{err:#}");
         assert!(err.contains("auto_compaction_retention"), "{err}");
+    }
+
+    /// Every setting of the file can be set from the environment (the
+    /// auto-compaction ones once could not).
+    #[test]
+    fn auto_compaction_is_read_from_the_environment() {
+        let f = write_config("endpoints: [127.0.0.1:1]\n");
+        let path = f.path().to_str().unwrap();
+        let s = Settings::load_with_env(&args(&["--config", path]), HashMap::new()).unwrap();
+        assert!(matches!(
+            s.auto_compaction,
+            AutoCompaction::Revisions(10000)
+        ));
+        let vars = [
+            ("KONSEN_AUTO_COMPACTION_MODE", "periodic"),
+            ("KONSEN_AUTO_COMPACTION_RETENTION", "90s"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        let s = Settings::load_with_env(&args(&["--config", path]), settings_env(vars.into_iter()))
+            .unwrap();
+        assert!(
+            matches!(s.auto_compaction, AutoCompaction::Periodic(d) if d == Duration::from_secs(90)),
+            "{:?}",
+            s.auto_compaction
+        );
+        let vars = [("KONSEN_AUTO_COMPACTION_RETENTION", "0")]
+            .map(|(k, v)| (k.to_string(), v.to_string()));
+        let s = Settings::load_with_env(&args(&["--config", path]), settings_env(vars.into_iter()))
+            .unwrap();
+        assert!(matches!(s.auto_compaction, AutoCompaction::Off));
     }
 
     #[test]

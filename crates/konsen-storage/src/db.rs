@@ -59,6 +59,11 @@ pub(crate) const META_KV_CF: &[u8] = b"kv_cf";
 /// The compacted revision: reads below it are refused. Absent: nothing was
 /// compacted (every revision since 1 is kept).
 pub(crate) const META_KV_COMPACTED: &[u8] = b"kv_compacted";
+/// The layout of the history column families' keys: absent in a dir
+/// written by the builds that keyed them by user key first (2e7eaf8 to
+/// 631b33d), [`HIST_LAYOUT_REVISION_FIRST`] since (`history.rs`).
+pub(crate) const META_HIST_LAYOUT: &[u8] = b"hist_layout";
+pub(crate) const HIST_LAYOUT_REVISION_FIRST: &[u8] = &[2];
 
 /// Bloom filter bits per key in the key-value column families' tables:
 /// a point read (a single-key range; a put that needs the key's previous
@@ -71,11 +76,17 @@ const KV_MEMTABLE_BYTES_MIN: usize = 64 * 1024;
 fn cf_options(name: &str, kv_memtable_bytes: usize) -> Options {
     let mut options = Options::default();
     match name {
-        CF_KV | CF_KV_ALT | CF_HIST | CF_HIST_ALT => {
+        CF_KV | CF_KV_ALT => {
             options.set_write_buffer_size(kv_memtable_bytes.max(KV_MEMTABLE_BYTES_MIN));
             let mut table = BlockBasedOptions::default();
             table.set_bloom_filter(KV_BLOOM_BITS_PER_KEY, false);
             options.set_block_based_table_factory(&table);
+        }
+        // No Bloom filter: the history is read at old revisions only, and
+        // its tables, written in revision order, hardly overlap, so a point
+        // read finds the one table whose key range holds it.
+        CF_HIST | CF_HIST_ALT => {
+            options.set_write_buffer_size(kv_memtable_bytes.max(KV_MEMTABLE_BYTES_MIN));
         }
         _ => {}
     }

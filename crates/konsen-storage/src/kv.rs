@@ -17,7 +17,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::Bytes;
 use konsen_core::{Entry, EntryKind, Index};
@@ -26,10 +26,13 @@ use rocksdb::WriteBatch;
 use crate::codec::{decode_kv, encode_kv, encode_kv_state, encode_revision};
 use crate::command::Command;
 use crate::db::{
-    BATCH_RECORD_OVERHEAD, CF_META, Db, KvPosition, META_KV_COMPACTED, META_KV_STATE, hist_cf,
+    BATCH_RECORD_OVERHEAD, CF_META, Db, HIST_LAYOUT_REVISION_FIRST, KvPosition, META_HIST_LAYOUT,
+    META_KV_COMPACTED, META_KV_STATE, hist_cf,
 };
 use crate::error::{RequestError, StorageError};
-use crate::history::{Version, compaction_deletes, history_key, range_at};
+use crate::history::{
+    CompactionDeletes, HistIndex, Version, history_key, parse_key_first_history_key, range_at,
+};
 use crate::index::{KeyIndex, KeyMeta};
 use crate::range::{KeyRange, scan_stored};
 use crate::txn::{TxnOp, TxnPath, TxnResponse, TxnResult, TxnState, branch, check_path, txn_range};
@@ -116,6 +119,32 @@ pub struct KvStore {
     pub(crate) receiving: Arc<std::sync::atomic::AtomicBool>,
     /// What puts need of the live keys' records, in memory.
     pub(crate) index: KeyIndex,
+    /// Which versions the history holds, shared with the readers. A batch
+    /// is written and taken in under its write lock, so a reader that takes
+    /// a view of the database under its read lock sees the two agree.
+    pub(crate) hist: SharedHistIndex,
+}
+
+/// The history index shared by the store and its readers.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct SharedHistIndex(Arc<RwLock<HistIndex>>);
+
+impl SharedHistIndex {
+    pub(crate) fn new(index: HistIndex) -> Self {
+        SharedHistIndex(Arc::new(RwLock::new(index)))
+    }
+
+    pub(crate) fn read(&self) -> RwLockReadGuard<'_, HistIndex> {
+        self.0
+            .read()
+            .expect("history index invariant: no holder of its lock panicked")
+    }
+
+    pub(crate) fn write(&self) -> RwLockWriteGuard<'_, HistIndex> {
+        self.0
+            .write()
+            .expect("history index invariant: no holder of its lock panicked")
+    }
 }
 
 impl KvStore {
@@ -123,6 +152,7 @@ impl KvStore {
         if needs_history(&db)? {
             migrate_to_history(&db)?;
         }
+        ensure_revision_first(&db)?;
         let KvPosition {
             cf,
             applied,
@@ -138,6 +168,7 @@ impl KvStore {
             )));
         }
         let index = KeyIndex::load(&db, cf)?;
+        let hist = SharedHistIndex::new(HistIndex::load(&db, hist_cf(cf), compacted)?);
         Ok(KvStore {
             db,
             cf,
@@ -146,6 +177,7 @@ impl KvStore {
             compacted,
             receiving: Arc::default(),
             index,
+            hist,
         })
     }
 
@@ -184,10 +216,12 @@ impl KvStore {
     /// An `Err` means the store could not read or write (or the entries
     /// skip an index); nothing of the batch was applied.
     pub fn apply(&mut self, entries: &[Entry]) -> Result<Vec<ApplyResult>, StorageError> {
+        let hist = self.hist.read();
         let mut pending = Pending::new(
             &self.db,
             self.cf,
             &self.index,
+            &hist,
             self.revision,
             self.compacted,
         );
@@ -222,14 +256,21 @@ impl KvStore {
         }
         let revision = pending.revision;
         let compacted = pending.compacted;
-        let mut batch = pending.batch()?;
+        let (mut batch, compaction) = pending.batch()?;
         batch.put_cf(
             self.db.cf(CF_META),
             META_KV_STATE,
             encode_kv_state(applied, revision),
         );
-        self.db.write(batch, false)?;
-        let written = pending.written;
+        let Pending {
+            written, history, ..
+        } = pending;
+        drop(hist);
+        {
+            let mut hist = self.hist.write();
+            self.db.write(batch, false)?;
+            hist.update(&history, compaction.as_ref());
+        }
         self.index.update(&written);
         self.applied = applied;
         self.revision = revision;
@@ -290,12 +331,61 @@ fn migrate_to_history(db: &Db) -> Result<(), StorageError> {
         META_KV_COMPACTED,
         encode_revision(position.revision),
     );
+    batch.put_cf(db.cf(CF_META), META_HIST_LAYOUT, HIST_LAYOUT_REVISION_FIRST);
     db.write(batch, true)?;
     tracing::info!(
         "data dir {}: history started at revision {} ({keys} keys); older revisions read as compacted",
         db.path().display(),
         position.revision
     );
+    Ok(())
+}
+
+/// Makes sure the history is keyed revision first (`history.rs`): records
+/// the layout in a dir whose history is empty, and rewrites the history of
+/// a dir written by the builds that keyed it by user key first, in one
+/// synced batch (all of it held in memory meanwhile; auto-compaction kept
+/// those histories to a few retentions).
+fn ensure_revision_first(db: &Db) -> Result<(), StorageError> {
+    match db.get(CF_META, META_HIST_LAYOUT)? {
+        Some(layout) if layout == HIST_LAYOUT_REVISION_FIRST => return Ok(()),
+        Some(layout) => {
+            return Err(db.corruption(format!(
+                "unknown history layout {layout:?} (this build writes {HIST_LAYOUT_REVISION_FIRST:?})"
+            )));
+        }
+        None => {}
+    }
+    let hist = hist_cf(db.kv_position(None)?.cf);
+    let mut records = Vec::new();
+    let mut it = db.iter(hist, &[], None);
+    it.seek_to_first();
+    while let Some((raw, value)) = it.item() {
+        let (key, revision) = parse_key_first_history_key(raw)
+            .map_err(|e| db.undecodable("key-first history key", e))?;
+        records.push((raw.to_vec(), history_key(&key, revision), value.to_vec()));
+        it.next();
+    }
+    it.status().map_err(|e| db.error(e))?;
+    drop(it);
+    // Every old key goes before any new one is written: the two layouts'
+    // keys may coincide.
+    let mut batch = WriteBatch::default();
+    for (old, _, _) in &records {
+        batch.delete_cf(db.cf(hist), old);
+    }
+    for (_, new, value) in &records {
+        batch.put_cf(db.cf(hist), new, value);
+    }
+    batch.put_cf(db.cf(CF_META), META_HIST_LAYOUT, HIST_LAYOUT_REVISION_FIRST);
+    db.write(batch, true)?;
+    if !records.is_empty() {
+        tracing::info!(
+            "data dir {}: history of {} versions rewritten revision first",
+            db.path().display(),
+            records.len()
+        );
+    }
     Ok(())
 }
 
@@ -315,6 +405,7 @@ struct Pending<'a> {
     db: &'a Db,
     cf: &'static str,
     index: &'a KeyIndex,
+    hist: &'a HistIndex,
     revision: i64,
     compacted: i64,
     /// Key → its new state (`None`: deleted) for every key written.
@@ -345,6 +436,7 @@ impl TxnState for Pending<'_> {
     fn scan_at(&self, range: &KeyRange, revision: i64) -> Result<Vec<KeyValue>, StorageError> {
         range_at(
             self.db,
+            self.hist,
             None,
             hist_cf(self.cf),
             range,
@@ -359,6 +451,7 @@ impl<'a> Pending<'a> {
         db: &'a Db,
         cf: &'static str,
         index: &'a KeyIndex,
+        hist: &'a HistIndex,
         revision: i64,
         compacted: i64,
     ) -> Self {
@@ -366,6 +459,7 @@ impl<'a> Pending<'a> {
             db,
             cf,
             index,
+            hist,
             revision,
             compacted,
             written: BTreeMap::new(),
@@ -624,8 +718,9 @@ impl<'a> Pending<'a> {
     }
 
     /// The batch that writes everything: current records, history, and a
-    /// compaction's deletes after them.
-    fn batch(&self) -> Result<WriteBatch, StorageError> {
+    /// compaction's deletes after them (also returned, for the history
+    /// index).
+    fn batch(&self) -> Result<(WriteBatch, Option<CompactionDeletes>), StorageError> {
         let bytes: usize = self
             .history
             .iter()
@@ -638,18 +733,27 @@ impl<'a> Pending<'a> {
         let mut batch = WriteBatch::with_capacity_bytes(bytes + BATCH_RECORD_OVERHEAD);
         let cf = self.db.cf(self.cf);
         let hist = self.db.cf(hist_cf(self.cf));
-        for (key, state) in &self.written {
-            match state {
-                Some(kv) => batch.put_cf(cf, key, encode_kv(kv)),
-                None => batch.delete_cf(cf, key),
-            }
-        }
+        // Each version is encoded once: a key's last version of the batch
+        // is also its current record.
         for v in &self.history {
             let record = v.state.as_ref().map(encode_kv).unwrap_or_default();
-            batch.put_cf(hist, history_key(&v.key, v.revision), record);
+            batch.put_cf(hist, history_key(&v.key, v.revision), &record);
+            let current = matches!(
+                self.written.get(&v.key),
+                Some(Some(kv)) if kv.mod_revision == v.revision
+            );
+            if current {
+                batch.put_cf(cf, &v.key, &record);
+            }
         }
-        if let Some(revision) = self.compact_to {
-            for key in compaction_deletes(self.db, hist_cf(self.cf), revision, &self.history)? {
+        for (key, state) in &self.written {
+            if state.is_none() {
+                batch.delete_cf(cf, key);
+            }
+        }
+        let compaction = self.compact_to.map(|revision| {
+            let deletes = self.hist.compaction(revision, &self.history);
+            for key in deletes.keys() {
                 batch.delete_cf(hist, key);
             }
             batch.put_cf(
@@ -657,7 +761,8 @@ impl<'a> Pending<'a> {
                 META_KV_COMPACTED,
                 encode_revision(revision),
             );
-        }
-        Ok(batch)
+            deletes
+        });
+        Ok((batch, compaction))
     }
 }

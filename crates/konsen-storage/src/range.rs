@@ -8,7 +8,8 @@ use std::sync::Arc;
 use crate::codec::decode_kv;
 use crate::db::{Db, KvPosition, hist_cf};
 use crate::error::{RequestError, StorageError};
-use crate::kv::{KeyValue, KvStore};
+use crate::history::range_at;
+use crate::kv::{KeyValue, KvStore, SharedHistIndex};
 
 /// How a range orders its keys (etcd `RangeRequest.SortOrder`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -192,7 +193,7 @@ impl KvStore {
             revision: self.revision,
             compacted: self.compacted,
         };
-        range_in(&self.db, None, position, request)
+        range_in(&self.db, &self.hist, None, position, request)
     }
 
     /// A handle that reads the latest applied state from other threads
@@ -200,6 +201,7 @@ impl KvStore {
     pub fn reader(&self) -> KvReader {
         KvReader {
             db: Arc::clone(&self.db),
+            hist: self.hist.clone(),
         }
     }
 }
@@ -210,6 +212,7 @@ impl KvStore {
 #[derive(Clone, Debug)]
 pub struct KvReader {
     pub(crate) db: Arc<Db>,
+    pub(crate) hist: SharedHistIndex,
 }
 
 impl KvReader {
@@ -218,7 +221,7 @@ impl KvReader {
         let db = &*self.db;
         let view = db.snapshot();
         let position = db.kv_position(Some(&view))?;
-        range_in(db, Some(&view), position, request)
+        range_in(db, &self.hist, Some(&view), position, request)
     }
 
     /// Serves a read-only txn (see [`crate::Txn::is_read_only`]) against
@@ -234,6 +237,7 @@ impl KvReader {
         let position = db.kv_position(Some(&view))?;
         let state = ViewState {
             db,
+            hist: &self.hist,
             view: &view,
             position,
         };
@@ -252,6 +256,7 @@ impl KvReader {
 /// The applied state as of a view, for read-only txns.
 struct ViewState<'a> {
     db: &'a Db,
+    hist: &'a SharedHistIndex,
     view: &'a rocksdb::Snapshot<'a>,
     position: KvPosition,
 }
@@ -284,20 +289,50 @@ impl crate::txn::TxnState for ViewState<'_> {
     }
 
     fn scan_at(&self, range: &KeyRange, revision: i64) -> Result<Vec<KeyValue>, StorageError> {
-        crate::history::range_at(
-            self.db,
-            Some(self.view),
-            hist_cf(self.position.cf),
-            range,
-            revision,
-            &[],
-        )
+        history_at(self.db, self.hist, true, range, revision)
     }
+}
+
+/// The keys in `range` as they were at `revision` (the caller checked it
+/// against the compacted revision it knows). With `fresh_view`, for a
+/// reader beside the node loop: read as of a view taken under the history
+/// index's read lock, which then describes that view exactly (the view the
+/// caller holds may be older than the index: the history it needs is the
+/// same, unless a compaction since removed it, which is refused as etcd
+/// refuses a read that a compaction overtook). Without, on the node
+/// loop's own thread, the latest state.
+fn history_at(
+    db: &Db,
+    hist: &SharedHistIndex,
+    fresh_view: bool,
+    range: &KeyRange,
+    revision: i64,
+) -> Result<Vec<KeyValue>, StorageError> {
+    let index = hist.read();
+    if revision < index.compacted() {
+        return Err(RequestError::Compacted {
+            requested: revision,
+            compacted: index.compacted(),
+        }
+        .into());
+    }
+    let view = fresh_view.then(|| db.snapshot());
+    let position = db.kv_position(view.as_ref())?;
+    range_at(
+        db,
+        &index,
+        view.as_ref(),
+        hist_cf(position.cf),
+        range,
+        revision,
+        &[],
+    )
 }
 
 /// A range read of the state at `position` (as of `view`, if given).
 fn range_in(
     db: &Db,
+    hist: &SharedHistIndex,
     view: Option<&rocksdb::Snapshot<'_>>,
     position: KvPosition,
     request: &RangeRequest,
@@ -309,7 +344,7 @@ fn range_in(
     let revision = read_revision(request.revision, current, position.compacted)?;
     let range = KeyRange::new(request.key.clone(), request.range_end.clone());
     if revision < current {
-        let kvs = crate::history::range_at(db, view, hist_cf(position.cf), &range, revision, &[])?;
+        let kvs = history_at(db, hist, view.is_some(), &range, revision)?;
         // The header reports the current revision, as etcd's does.
         return Ok(finish_range(kvs, request, current));
     }

@@ -42,7 +42,7 @@ use crate::db::{
     META_PURGED, hist_cf, other_kv_cf,
 };
 use crate::error::StorageError;
-use crate::history::parse_history_key;
+use crate::history::{HistIndex, parse_history_key};
 use crate::index::KeyIndex;
 use crate::kv::{KvStore, REVISION_INITIAL};
 use crate::log::LogStore;
@@ -420,6 +420,8 @@ pub fn install_snapshot(
         "snapshot install invariant: hard state {hard_state:?} is behind snapshot {index}@{term}"
     );
     let db = &*kv.db;
+    // Built before the switch, so that readers wait only for the write.
+    let staged_hist = HistIndex::load(db, hist_cf(staged.cf), staged.compacted)?;
     let mut batch = WriteBatch::default();
     log.replace_with_snapshot(&mut batch, index, term);
     batch.put_cf(
@@ -438,7 +440,11 @@ pub fn install_snapshot(
         META_KV_COMPACTED,
         encode_revision(staged.compacted),
     );
-    db.write(batch, log.syncs())?;
+    {
+        let mut hist = kv.hist.write();
+        db.write(batch, log.syncs())?;
+        *hist = staged_hist;
+    }
     log.restored_snapshot(index, term, hard_state);
     let old = kv.cf;
     kv.cf = staged.cf;

@@ -156,3 +156,98 @@ fn a_failed_first_open_does_not_skip_the_migration() {
     let mut store = open(&dir, IDENTITY).unwrap();
     assert_migrated(&mut store);
 }
+
+/// A revision and every key's value at it.
+type StateAt = (i64, Vec<(Vec<u8>, Bytes)>);
+
+/// Every revision's full state, from the compacted one to the current.
+fn every_revision(store: &RocksStore) -> Vec<StateAt> {
+    (store.kv.compacted_revision()..=store.kv.revision())
+        .map(|rev| (rev, values_at(store, rev).unwrap()))
+        .collect()
+}
+
+/// The key of the first history layout (2e7eaf8 to 631b33d): the user key
+/// with each 0x00 byte as 0x00 0xff, ended by 0x00 0x00, then the
+/// revision, big-endian.
+fn key_first(key: &[u8], revision: i64) -> Vec<u8> {
+    let mut out = Vec::new();
+    for &b in key {
+        out.push(b);
+        if b == 0 {
+            out.push(0xff);
+        }
+    }
+    out.extend_from_slice(&[0, 0]);
+    out.extend_from_slice(&revision.to_be_bytes());
+    out
+}
+
+/// A dir whose history is keyed by user key first is rewritten on open
+/// and reads the same at every revision.
+#[test]
+fn a_dir_with_key_first_history_is_converted() {
+    let dir = TempDir::new().unwrap();
+    let mut store = open(&dir, IDENTITY).unwrap();
+    apply(
+        &mut store,
+        &[
+            Command::put("a", "1"),
+            Command::put("a\0b", "1"),
+            Command::put("b", "1"),
+            Command::put("a", "2"),
+            Command::delete_range("b", ""),
+            Command::put("c", "1"),
+            Command::Compact { revision: 3 },
+            Command::put("a\0b", "2"),
+            Command::put("a", "3"),
+        ],
+    );
+    let before = every_revision(&store);
+    assert_eq!(before.len(), 7, "revisions 3 to 9: {before:?}");
+    drop(store);
+
+    let cfs = ["log", "meta", "kv", "kv_alt", "hist", "hist_alt"];
+    let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), dir.path(), cfs).unwrap();
+    let hist = db.cf_handle("hist").unwrap();
+    let records: Vec<_> = db
+        .iterator_cf(hist, rocksdb::IteratorMode::Start)
+        .map(Result::unwrap)
+        .collect();
+    assert!(records.len() >= 5, "{} history records", records.len());
+    for (raw, value) in &records {
+        let (rev, key) = raw.split_at(8);
+        let rev = i64::from_be_bytes(rev.try_into().unwrap());
+        db.delete_cf(hist, raw).unwrap();
+        db.put_cf(hist, key_first(key, rev), value).unwrap();
+    }
+    db.delete_cf(db.cf_handle("meta").unwrap(), b"hist_layout")
+        .unwrap();
+    drop(db);
+
+    let mut store = open(&dir, IDENTITY).unwrap();
+    assert_eq!(every_revision(&store), before);
+    apply(&mut store, &[Command::put("a\0b", "3")]);
+    drop(store);
+    let store = open(&dir, IDENTITY).unwrap();
+    assert_eq!(every_revision(&store)[..before.len()], before[..]);
+    assert_eq!(
+        values_at(&store, 10).unwrap(),
+        vec![pair("a", "3"), pair("a\0b", "3"), pair("c", "1")]
+    );
+}
+
+#[test]
+fn an_unknown_history_layout_is_refused() {
+    let dir = TempDir::new().unwrap();
+    let mut store = open(&dir, IDENTITY).unwrap();
+    apply(&mut store, &[Command::put("a", "1")]);
+    drop(store);
+    let cfs = ["log", "meta", "kv", "kv_alt", "hist", "hist_alt"];
+    let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), dir.path(), cfs).unwrap();
+    db.put_cf(db.cf_handle("meta").unwrap(), b"hist_layout", [9])
+        .unwrap();
+    drop(db);
+    let err = open(&dir, IDENTITY).unwrap_err().to_string();
+    assert!(err.contains("unknown history layout"), "{err}");
+}

@@ -1053,3 +1053,81 @@ fn a_nested_txn_gets_the_ops_its_parent_leaves() {
     };
     assert_eq!(txn.validate(&options), Ok(()));
 }
+
+/// Reads at old revisions from another thread while puts and compactions
+/// are applied: each answers the state at its revision exactly, or (when a
+/// compaction overtook it) etcd's compacted error; never a wrong or
+/// partial state. Put number `n` (revision `n + 1`) writes `n + 1` to key
+/// `KEYS_CONCURRENT[n % 4]`, so the state at any revision is known.
+#[test]
+fn historical_reads_beside_compactions_are_exact_or_refused() {
+    const KEYS_CONCURRENT: [&str; 4] = ["k0", "k1", "k2", "k3"];
+    const PUTS: usize = 3000;
+    /// Compact to `current - KEEP` every `EVERY` puts.
+    const KEEP: i64 = 40;
+    const EVERY: usize = 50;
+    let dir = TempDir::new().unwrap();
+    let mut store = open(&dir);
+    apply(&mut store, &[Command::put("k0", "2")]);
+    let reader = store.kv.reader();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reads = {
+        let done = std::sync::Arc::clone(&done);
+        std::thread::spawn(move || {
+            let (mut exact, mut refused) = (0u32, 0u32);
+            let mut pick = 7u64;
+            while !done.load(std::sync::atomic::Ordering::Acquire) {
+                let (current, compacted) = reader.revisions().unwrap();
+                if current < 3 {
+                    continue;
+                }
+                // A revision in [compacted - 5, current], some of them
+                // about to be compacted.
+                pick = pick
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let low = (compacted - 5).max(2);
+                let revision = low + (pick >> 33) as i64 % (current - low + 1);
+                match reader.range(&everything_at(revision)) {
+                    Ok(response) => {
+                        let got: Vec<(Vec<u8>, i64)> = response
+                            .kvs
+                            .iter()
+                            .map(|kv| {
+                                let value = std::str::from_utf8(&kv.value).unwrap();
+                                (kv.key.clone(), value.parse().unwrap())
+                            })
+                            .collect();
+                        // Each key's latest put at or before `revision`.
+                        let want: Vec<(Vec<u8>, i64)> = (0..4)
+                            .filter_map(|k| {
+                                let latest = (2..=revision).rev().find(|r| (r - 2) % 4 == k)?;
+                                Some((KEYS_CONCURRENT[k as usize].into(), latest))
+                            })
+                            .collect();
+                        assert_eq!(got, want, "the state at revision {revision}");
+                        exact += 1;
+                    }
+                    Err(StorageError::Request(RequestError::Compacted { requested, .. })) => {
+                        assert_eq!(requested, revision);
+                        refused += 1;
+                    }
+                    Err(e) => panic!("a read at revision {revision} failed: {e}"),
+                }
+            }
+            (exact, refused)
+        })
+    };
+    for n in 1..PUTS {
+        let key = KEYS_CONCURRENT[n % 4];
+        apply(&mut store, &[Command::put(key, (n as i64 + 2).to_string())]);
+        if n % EVERY == 0 {
+            let revision = store.kv.revision() - KEEP;
+            apply(&mut store, &[Command::Compact { revision }]);
+        }
+    }
+    done.store(true, std::sync::atomic::Ordering::Release);
+    let (exact, refused) = reads.join().expect("the reading thread");
+    assert!(exact > 100, "{exact} exact reads, {refused} refused");
+    assert!(store.kv.compacted_revision() > PUTS as i64 / 2);
+}

@@ -424,7 +424,7 @@ fn a_follower_serves_the_history_since_the_compaction_point() {
     fill_history(&mut a, 3, 1);
 
     // Small chunks: the history spreads over many of them.
-    let (header, chunks) = read_chunks(&a, 1024);
+    let (header, chunks) = read_chunks(&a, 512);
     assert!(chunks.len() > 10, "{} chunks", chunks.len());
     let mut b = open(&dir_b, 2);
     apply(&mut b, 1, &[Command::put("only-on-b", "x")]);
