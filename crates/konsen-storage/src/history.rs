@@ -120,6 +120,15 @@ struct Stored {
     deleted: bool,
 }
 
+impl Stored {
+    fn of(v: &Version) -> Stored {
+        Stored {
+            revision: v.revision,
+            deleted: v.state.is_none(),
+        }
+    }
+}
+
 /// The history records a compaction deletes, per key: how many of the
 /// key's oldest versions (stored ones first, then those of the batch that
 /// compacts), and their revisions.
@@ -144,9 +153,8 @@ impl CompactionDeletes {
 /// snapshot, and updated with each batch written. It grows with the
 /// history (about 16 bytes per version, plus each key once), which
 /// auto-compaction bounds. A put looks its key up in a hash map; the keys'
-/// order, for reads of a range, changes only when a key enters or leaves
-/// the history (a B-tree lookup per put cost about 1 µs of the servers' CPU
-/// per put).
+/// order, for reads of a range, is kept apart and changes only when a key
+/// enters or leaves the history.
 #[derive(Debug, Default)]
 pub(crate) struct HistIndex {
     versions: HashMap<Box<[u8]>, Vec<Stored>>,
@@ -192,10 +200,7 @@ impl HistIndex {
     /// compaction it applied.
     pub(crate) fn update(&mut self, versions: &[Version], compaction: Option<&CompactionDeletes>) {
         for v in versions {
-            let stored = Stored {
-                revision: v.revision,
-                deleted: v.state.is_none(),
-            };
+            let stored = Stored::of(v);
             match self.versions.get_mut(v.key.as_slice()) {
                 Some(revs) => revs.push(stored),
                 None => {
@@ -233,10 +238,10 @@ impl HistIndex {
     pub(crate) fn compaction(&self, revision: i64, pending: &[Version]) -> CompactionDeletes {
         let mut pending_by_key: BTreeMap<&[u8], Vec<Stored>> = BTreeMap::new();
         for v in pending.iter().filter(|v| v.revision <= revision) {
-            pending_by_key.entry(&v.key).or_default().push(Stored {
-                revision: v.revision,
-                deleted: v.state.is_none(),
-            });
+            pending_by_key
+                .entry(&v.key)
+                .or_default()
+                .push(Stored::of(v));
         }
         let mut by_key = Vec::new();
         let mut finish = |key: &[u8], versions: &mut dyn Iterator<Item = Stored>| {
@@ -259,17 +264,8 @@ impl HistIndex {
                 .iter()
                 .copied()
                 .take_while(|s| s.revision <= revision);
-            match pending_by_key.remove(&**key) {
-                Some(more) => finish(key, &mut kept.chain(more)),
-                None => {
-                    // Only keys with more than one version at or before
-                    // `revision`, or a tombstone, lose anything.
-                    let at_most = stored.partition_point(|s| s.revision <= revision);
-                    if at_most > 1 || (at_most == 1 && stored[0].deleted) {
-                        finish(key, &mut kept.take(at_most));
-                    }
-                }
-            }
+            let more = pending_by_key.remove(&**key).unwrap_or_default();
+            finish(key, &mut kept.chain(more));
         }
         for (key, more) in pending_by_key {
             finish(key, &mut more.into_iter());

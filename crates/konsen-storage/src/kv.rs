@@ -113,15 +113,14 @@ pub struct KvStore {
     pub(crate) cf: &'static str,
     pub(crate) applied: Index,
     pub(crate) revision: i64,
-    /// Reads below this revision are refused (0: nothing compacted).
-    pub(crate) compacted: i64,
     /// Set while a snapshot is being received (one at a time).
     pub(crate) receiving: Arc<std::sync::atomic::AtomicBool>,
     /// What puts need of the live keys' records, in memory.
     pub(crate) index: KeyIndex,
-    /// Which versions the history holds, shared with the readers. A batch
-    /// is written and taken in under its write lock, so a reader that takes
-    /// a view of the database under its read lock sees the two agree.
+    /// Which versions the history holds, and the compacted revision (reads
+    /// below it are refused), shared with the readers. A batch is written
+    /// and taken in under its write lock, so a reader that takes a view of
+    /// the database under its read lock sees the two agree.
     pub(crate) hist: SharedHistIndex,
 }
 
@@ -174,7 +173,6 @@ impl KvStore {
             cf,
             applied,
             revision,
-            compacted,
             receiving: Arc::default(),
             index,
             hist,
@@ -199,7 +197,7 @@ impl KvStore {
     /// The compacted revision: reads below it are refused (0 before the
     /// first compaction).
     pub fn compacted_revision(&self) -> i64 {
-        self.compacted
+        self.hist.read().compacted()
     }
 
     /// The approximate size of the whole database on disk and in memory
@@ -223,7 +221,7 @@ impl KvStore {
             &self.index,
             &hist,
             self.revision,
-            self.compacted,
+            hist.compacted(),
         );
         let mut applied = self.applied;
         let mut results = Vec::with_capacity(entries.len());
@@ -255,7 +253,6 @@ impl KvStore {
             return Ok(results);
         }
         let revision = pending.revision;
-        let compacted = pending.compacted;
         let (mut batch, compaction) = pending.batch()?;
         batch.put_cf(
             self.db.cf(CF_META),
@@ -274,7 +271,6 @@ impl KvStore {
         self.index.update(&written);
         self.applied = applied;
         self.revision = revision;
-        self.compacted = compacted;
         Ok(results)
     }
 

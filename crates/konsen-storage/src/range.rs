@@ -191,7 +191,7 @@ impl KvStore {
             cf: self.cf,
             applied: self.applied,
             revision: self.revision,
-            compacted: self.compacted,
+            compacted: self.compacted_revision(),
         };
         range_in(&self.db, &self.hist, None, position, request)
     }

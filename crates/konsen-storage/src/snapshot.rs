@@ -450,7 +450,6 @@ pub fn install_snapshot(
     kv.cf = staged.cf;
     kv.applied = index;
     kv.revision = revision;
-    kv.compacted = staged.compacted;
     // The installed state is on disk; if its key index cannot be built,
     // the node stops and builds it again when it restarts.
     kv.index = KeyIndex::load(db, staged.cf)?;

@@ -64,6 +64,13 @@ fn pair(key: &str, value: &str) -> (Vec<u8>, Bytes) {
     (key.into(), Bytes::copy_from_slice(value.as_bytes()))
 }
 
+/// The data dir's RocksDB database itself, every column family open, to
+/// write what an older konsen would have left.
+fn open_raw(dir: &TempDir) -> rocksdb::DB {
+    let cfs = ["log", "meta", "kv", "kv_alt", "hist", "hist_alt"];
+    rocksdb::DB::open_cf(&rocksdb::Options::default(), dir.path(), cfs).unwrap()
+}
+
 /// A data dir as a konsen from before history left it, at revision 4:
 /// this version's dir without the history column families and the
 /// compacted revision (the other records did not change).
@@ -80,8 +87,7 @@ fn dir_from_before_history() -> TempDir {
     );
     assert_eq!(store.kv.revision(), 4);
     drop(store);
-    let cfs = ["log", "meta", "kv", "kv_alt", "hist", "hist_alt"];
-    let mut db = rocksdb::DB::open_cf(&rocksdb::Options::default(), dir.path(), cfs).unwrap();
+    let mut db = open_raw(&dir);
     let meta = db.cf_handle("meta").unwrap();
     db.delete_cf(meta, b"kv_compacted").unwrap();
     db.drop_cf("hist").unwrap();
@@ -207,8 +213,7 @@ fn a_dir_with_key_first_history_is_converted() {
     assert_eq!(before.len(), 7, "revisions 3 to 9: {before:?}");
     drop(store);
 
-    let cfs = ["log", "meta", "kv", "kv_alt", "hist", "hist_alt"];
-    let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), dir.path(), cfs).unwrap();
+    let db = open_raw(&dir);
     let hist = db.cf_handle("hist").unwrap();
     let records: Vec<_> = db
         .iterator_cf(hist, rocksdb::IteratorMode::Start)
@@ -243,8 +248,7 @@ fn an_unknown_history_layout_is_refused() {
     let mut store = open(&dir, IDENTITY).unwrap();
     apply(&mut store, &[Command::put("a", "1")]);
     drop(store);
-    let cfs = ["log", "meta", "kv", "kv_alt", "hist", "hist_alt"];
-    let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), dir.path(), cfs).unwrap();
+    let db = open_raw(&dir);
     db.put_cf(db.cf_handle("meta").unwrap(), b"hist_layout", [9])
         .unwrap();
     drop(db);
