@@ -1,6 +1,6 @@
 //! Benchmark of the state machine: applying puts (as a node does after
 //! appending them to the log) and reading single keys back, for several
-//! memtable sizes of the key-value column families, so the cost of the
+//! memtable sizes of the history column families, so the cost of the
 //! memtable search can be read off directly.
 //!
 //! Each row opens a fresh store (log appends unsynced: this measures CPU,
@@ -44,7 +44,7 @@ fn row(dir: &Path, memtable_mib: usize, puts: u64) {
     let path = dir.join(format!("apply-{memtable_mib}"));
     let options = StorageOptions {
         unsafe_no_fsync: true,
-        kv_memtable_bytes: memtable_mib * 1024 * 1024,
+        hist_memtable_bytes: memtable_mib * 1024 * 1024,
         ..StorageOptions::default()
     };
     let identity = NodeIdentity {
@@ -112,7 +112,7 @@ fn main() {
     println!(
         "{puts} puts over {KEY_SPACE} keys ({VALUE_BYTES}-byte values, batches of {BATCH}), then {READS} single-key reads"
     );
-    println!("| kv memtable | applied/s    | µs/put     | reads/s      | µs/read   |");
+    println!("| memtable    | applied/s    | µs/put     | reads/s      | µs/read   |");
     println!("| -----------:| ------------:| ----------:| ------------:| ---------:|");
     for mib in MEMTABLE_SIZES_MIB {
         row(dir.path(), mib, puts);

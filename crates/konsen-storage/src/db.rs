@@ -6,8 +6,8 @@
 use std::path::{Path, PathBuf};
 
 use rocksdb::{
-    BlockBasedOptions, ColumnFamily, ColumnFamilyDescriptor, DB, DBRawIterator, DBRecoveryMode,
-    ErrorKind, Options, ReadOptions, WriteBatch, WriteOptions,
+    ColumnFamily, ColumnFamilyDescriptor, DB, DBRawIterator, DBRecoveryMode, ErrorKind, Options,
+    ReadOptions, WriteBatch, WriteOptions,
 };
 
 use crate::codec::{decode_kv_cf, decode_kv_state, decode_revision};
@@ -18,15 +18,16 @@ use crate::kv::REVISION_INITIAL;
 pub(crate) const CF_LOG: &str = "log";
 /// Small records: identity, hard state, purge point, state machine position.
 pub(crate) const CF_META: &str = "meta";
-/// The key-value state: user key → encoded record. There are two such
-/// column families; `meta`'s `kv_cf` names the one in use, and the other
-/// receives an incoming snapshot, so that installing it is one switch.
+/// The key-value state of the builds before [`HIST_LAYOUT_HISTORY_ONLY`]:
+/// user key → encoded record. Empty since (the history holds the state),
+/// but still named: `meta`'s `kv_cf` names `kv` or `kv_alt` to say which
+/// history column family is in use. The other receives an incoming
+/// snapshot, so that installing it is one switch.
 pub(crate) const CF_KV: &str = "kv";
 pub(crate) const CF_KV_ALT: &str = "kv_alt";
-/// The key-value history: every version of every key since the compacted
-/// revision, under `history_key(key, revision)` (see `history.rs`). `hist`
-/// goes with `kv` and `hist_alt` with `kv_alt`: a snapshot is received into
-/// the pair not in use and switched in with it.
+/// The key-value history, the state: every version of every key since the
+/// compacted revision, under `history_key(key, revision)` (see
+/// `history.rs`). `hist` goes with `kv` and `hist_alt` with `kv_alt`.
 pub(crate) const CF_HIST: &str = "hist";
 pub(crate) const CF_HIST_ALT: &str = "hist_alt";
 /// Every column family the database must have. RocksDB always has
@@ -59,34 +60,32 @@ pub(crate) const META_KV_CF: &[u8] = b"kv_cf";
 /// The compacted revision: reads below it are refused. Absent: nothing was
 /// compacted (every revision since 1 is kept).
 pub(crate) const META_KV_COMPACTED: &[u8] = b"kv_compacted";
-/// The layout of the history column families' keys: absent in a dir
-/// written by the builds that keyed them by user key first (2e7eaf8 to
-/// 631b33d), [`HIST_LAYOUT_REVISION_FIRST`] since (`history.rs`).
+/// The layout of the key-value state: absent in a dir written by the
+/// builds that keyed the history by user key first (2e7eaf8 to 631b33d);
+/// [`HIST_LAYOUT_REVISION_FIRST`] in one written by the builds that keyed
+/// it revision first and kept each key's current record in `kv` too
+/// (3f50243 to e4c235d); [`HIST_LAYOUT_HISTORY_ONLY`] since: the history,
+/// revision first, is the only copy (`history.rs`).
 pub(crate) const META_HIST_LAYOUT: &[u8] = b"hist_layout";
 pub(crate) const HIST_LAYOUT_REVISION_FIRST: &[u8] = &[2];
+pub(crate) const HIST_LAYOUT_HISTORY_ONLY: &[u8] = &[3];
 
-/// Bloom filter bits per key in the key-value column families' tables:
-/// a point read (a single-key range; a put that needs the key's previous
-/// value) skips the table files that cannot hold its key.
-const KV_BLOOM_BITS_PER_KEY: f64 = 10.0;
+/// The smallest memtable accepted for the history column families, and
+/// the one the emptied `kv` column families get.
+const MEMTABLE_BYTES_MIN: usize = 64 * 1024;
 
-/// The smallest memtable accepted for the key-value column families.
-const KV_MEMTABLE_BYTES_MIN: usize = 64 * 1024;
-
-fn cf_options(name: &str, kv_memtable_bytes: usize) -> Options {
+fn cf_options(name: &str, hist_memtable_bytes: usize) -> Options {
     let mut options = Options::default();
     match name {
-        CF_KV | CF_KV_ALT => {
-            options.set_write_buffer_size(kv_memtable_bytes.max(KV_MEMTABLE_BYTES_MIN));
-            let mut table = BlockBasedOptions::default();
-            table.set_bloom_filter(KV_BLOOM_BITS_PER_KEY, false);
-            options.set_block_based_table_factory(&table);
-        }
-        // No Bloom filter: the history is read at old revisions only, and
-        // its tables, written in revision order, hardly overlap, so a point
-        // read finds the one table whose key range holds it.
+        // Empty since the history holds the state; only a conversion of an
+        // older data dir reads them, and clears them.
+        CF_KV | CF_KV_ALT => options.set_write_buffer_size(MEMTABLE_BYTES_MIN),
+        // No Bloom filter: every read is a point read of a history key that
+        // the index names, and the tables, written in revision order, mostly
+        // cover disjoint revisions, so a read finds its table by key range
+        // (a compaction's deletes, at old revisions, widen some of them).
         CF_HIST | CF_HIST_ALT => {
-            options.set_write_buffer_size(kv_memtable_bytes.max(KV_MEMTABLE_BYTES_MIN));
+            options.set_write_buffer_size(hist_memtable_bytes.max(MEMTABLE_BYTES_MIN));
         }
         _ => {}
     }
@@ -149,7 +148,7 @@ impl Db {
     pub(crate) fn open(
         path: &Path,
         fresh: bool,
-        kv_memtable_bytes: usize,
+        hist_memtable_bytes: usize,
     ) -> Result<Db, StorageError> {
         let mut options = Options::default();
         options.create_if_missing(fresh);
@@ -190,8 +189,8 @@ impl Db {
                 options.create_missing_column_families(true);
             }
         }
-        let cfs =
-            CFS.map(|name| ColumnFamilyDescriptor::new(name, cf_options(name, kv_memtable_bytes)));
+        let cfs = CFS
+            .map(|name| ColumnFamilyDescriptor::new(name, cf_options(name, hist_memtable_bytes)));
         let rocks = DB::open_cf_descriptors(&options, path, cfs).map_err(|source| {
             if source.kind() == ErrorKind::Corruption {
                 StorageError::Corruption {

@@ -1,35 +1,37 @@
 //! The key-value history: every version of every key since the compacted
-//! revision, so that a read at an old revision sees the store as it was.
+//! revision. It is the only copy of the state: a read at the current
+//! revision reads each key's latest version, a read at an old revision the
+//! version it had then (etcd's backend keeps its keys the same way).
 //!
-//! Each write adds one record to the history column family (beside the
-//! key's current record in the key-value column family, which serves
-//! reads at the current revision):
+//! Each write adds one record to the history column family:
 //!
 //! * key: the revision, `i64` big-endian, then the user key. RocksDB's
 //!   byte order is then revision order, as etcd's backend keys are: each
 //!   applied batch appends at the end of the memtable's skip list, and
 //!   flushed tables hardly overlap, instead of a random-order insert per
-//!   put (keyed by user key first, puts cost 17 % more server CPU, with
-//!   auto-compaction off: docs/performance.md, "What the history costs a
-//!   put").
+//!   put (docs/performance.md, "What the history costs a put").
 //! * value: the key's record as of that revision (`codec::encode_kv`), or
 //!   nothing for a delete (a tombstone).
 //!
 //! Which revisions each key has is kept in memory, in [`HistIndex`] (etcd's
-//! key index does the same), so a read at an old revision looks up the
-//! version it needs, and a compaction finds what to delete, without
-//! scanning the column family.
+//! key index does the same), so a read looks up the one version it needs
+//! and reads it with a point lookup, and a compaction finds what to delete,
+//! without scanning the column family.
 //!
 //! Compacting at revision `c` keeps, for each key, every version after `c`
 //! and the latest one at or before `c` unless that is a tombstone: exactly
-//! what reads at revisions `c` and later need (etcd's rule).
+//! what reads at revisions `c` and later need (etcd's rule). So a live
+//! key's latest version is never compacted away.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 
+use konsen_core::Index;
+
 use crate::codec::decode_kv;
-use crate::db::Db;
+use crate::db::{Db, KvPosition, hist_cf};
 use crate::error::{DecodeError, StorageError};
+use crate::index::{KeyIndex, KeyMeta};
 use crate::kv::KeyValue;
 use crate::range::KeyRange;
 
@@ -104,6 +106,10 @@ pub(crate) fn parse_key_first_history_key(raw: &[u8]) -> Result<(Vec<u8>, i64), 
     Ok((key, i64::from_be_bytes(revision)))
 }
 
+/// Keys, each with the revision of the version of it to read, in key
+/// order.
+pub(crate) type Located = Vec<(Vec<u8>, i64)>;
+
 /// One version in the history: the key's state as of a revision, `None`
 /// for a delete.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -148,57 +154,120 @@ impl CompactionDeletes {
 }
 
 /// Every key's stored versions (revision, and whether it is a tombstone),
-/// oldest first, and the compacted revision: derived state, built by one
+/// oldest first, and the state machine's position (its compacted revision
+/// among it: reads below it are refused): derived state, built by one
 /// scan of the history column family when the store opens or installs a
 /// snapshot, and updated with each batch written. It grows with the
 /// history (about 16 bytes per version, plus each key once), which
 /// auto-compaction bounds. A put looks its key up in a hash map; the keys'
 /// order, for reads of a range, is kept apart and changes only when a key
 /// enters or leaves the history.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct HistIndex {
     versions: HashMap<Box<[u8]>, Vec<Stored>>,
     order: BTreeSet<Box<[u8]>>,
-    compacted: i64,
+    /// Where the state the index describes stands, so that a reader
+    /// holding the index's lock need not read it from the database.
+    position: KvPosition,
 }
 
 impl HistIndex {
-    /// Reads every key of the history column family `cf`.
-    pub(crate) fn load(db: &Db, cf: &str, compacted: i64) -> Result<HistIndex, StorageError> {
+    /// Reads every key of the history column family of the state at
+    /// `position`, and builds from it the index of the live keys' latest
+    /// records too.
+    pub(crate) fn load(
+        db: &Db,
+        position: KvPosition,
+    ) -> Result<(HistIndex, KeyIndex), StorageError> {
+        let cf = hist_cf(position.cf);
         let mut versions: HashMap<Box<[u8]>, Vec<Stored>> = HashMap::new();
+        let mut live = KeyIndex::default();
         let mut it = db.iter(cf, &[], None);
         it.seek_to_first();
         while let Some((raw, value)) = it.item() {
             let (key, revision) =
                 parse_history_key(raw).map_err(|e| db.undecodable("history key", e))?;
             // The column family is in revision order: each key's versions
-            // arrive oldest first.
+            // arrive oldest first, and the last one seen is its latest.
+            let meta = if value.is_empty() {
+                None
+            } else {
+                let kv = decode_kv(&key, value, true)
+                    .map_err(|e| db.undecodable(format_args!("history of key {key:?}"), e))?;
+                Some(KeyMeta::of(&kv))
+            };
+            live.set(&key, meta);
             versions
                 .entry(key.into_boxed_slice())
                 .or_default()
                 .push(Stored {
                     revision,
-                    deleted: value.is_empty(),
+                    deleted: meta.is_none(),
                 });
             it.next();
         }
         it.status().map_err(|e| db.error(e))?;
         let order = versions.keys().cloned().collect();
-        Ok(HistIndex {
+        let index = HistIndex {
             versions,
             order,
-            compacted,
-        })
+            position,
+        };
+        Ok((index, live))
     }
 
     /// Reads below this revision are refused.
     pub(crate) fn compacted(&self) -> i64 {
-        self.compacted
+        self.position.compacted
     }
 
-    /// Takes in a batch that was written: its versions, in order, and the
-    /// compaction it applied.
-    pub(crate) fn update(&mut self, versions: &[Version], compaction: Option<&CompactionDeletes>) {
+    /// Where the state the index describes stands.
+    pub(crate) fn position(&self) -> KvPosition {
+        self.position
+    }
+
+    /// The revision of `key`'s latest version, unless it is deleted (or
+    /// was never written, or compacted away after its delete).
+    pub(crate) fn latest(&self, key: &[u8]) -> Option<i64> {
+        self.versions
+            .get(key)
+            .and_then(|stored| visible(stored, i64::MAX))
+    }
+
+    /// The keys in `range` that existed at `revision`, in key order, each
+    /// with the revision of its version then.
+    pub(crate) fn visible(&self, range: &KeyRange, revision: i64) -> Vec<(&[u8], i64)> {
+        if range.is_empty() {
+            return Vec::new();
+        }
+        if let Some(key) = range.single_key() {
+            return self
+                .versions
+                .get_key_value(key)
+                .and_then(|(key, stored)| Some((&**key, visible(stored, revision)?)))
+                .into_iter()
+                .collect();
+        }
+        let (start, end) = range.ends();
+        let upper = end.map_or(Bound::Unbounded, Bound::Excluded);
+        self.order
+            .range::<[u8], _>((Bound::Included(start), upper))
+            .filter_map(|key| Some((&**key, visible(&self.versions[key], revision)?)))
+            .collect()
+    }
+
+    /// Takes in a batch that was written: its versions, in order, the
+    /// compaction it applied, and the applied index and revision it
+    /// reached.
+    pub(crate) fn update(
+        &mut self,
+        versions: &[Version],
+        compaction: Option<&CompactionDeletes>,
+        applied: Index,
+        revision: i64,
+    ) {
+        self.position.applied = applied;
+        self.position.revision = revision;
         for v in versions {
             let stored = Stored::of(v);
             match self.versions.get_mut(v.key.as_slice()) {
@@ -229,7 +298,7 @@ impl HistIndex {
                     self.order.remove(key.as_slice());
                 }
             }
-            self.compacted = compaction.revision;
+            self.position.compacted = compaction.revision;
         }
     }
 
@@ -274,6 +343,34 @@ impl HistIndex {
     }
 }
 
+/// The revision of the version of a key with these `stored` versions
+/// that a read at `revision` sees, unless the key did not exist then.
+fn visible(stored: &[Stored], revision: i64) -> Option<i64> {
+    let at_most = stored.partition_point(|s| s.revision <= revision);
+    let s = stored[..at_most].last()?;
+    (!s.deleted).then_some(s.revision)
+}
+
+/// Reads `key`'s version at `revision` from the history column family `cf`
+/// (as of `view`), which the history index says holds it. With
+/// `keys_only`, without the value.
+pub(crate) fn read_version(
+    db: &Db,
+    view: Option<&rocksdb::Snapshot<'_>>,
+    cf: &str,
+    key: &[u8],
+    revision: i64,
+    keys_only: bool,
+) -> Result<KeyValue, StorageError> {
+    let Some(bytes) = db.get_in(view, cf, &history_key(key, revision))? else {
+        return Err(db.corruption(format!(
+            "the history of key {key:?} lacks its version at revision {revision}"
+        )));
+    };
+    decode_kv(key, &bytes, keys_only)
+        .map_err(|e| db.undecodable(format_args!("history of key {key:?}"), e))
+}
+
 /// The keys in `range` as they were at `revision`, sorted by key: the
 /// versions `index` names, read from the history column family `cf` (as of
 /// `view`, which `index` must describe), with `pending` laid over them:
@@ -288,8 +385,15 @@ pub(crate) fn range_at(
     revision: i64,
     pending: &[Version],
 ) -> Result<Vec<KeyValue>, StorageError> {
-    if range.is_empty() {
-        return Ok(Vec::new());
+    let stored = index.visible(range, revision);
+    if !pending
+        .iter()
+        .any(|v| v.revision <= revision && range.contains(&v.key))
+    {
+        return stored
+            .into_iter()
+            .map(|(key, rev)| read_version(db, view, cf, key, rev, false))
+            .collect();
     }
     // Key -> the revision of its latest version at or before `revision`
     // (from the store), or that version (from the batch; None: deleted).
@@ -297,21 +401,10 @@ pub(crate) fn range_at(
         Stored(i64),
         Pending(&'p Option<KeyValue>),
     }
-    let mut latest: BTreeMap<&[u8], Latest<'_>> = BTreeMap::new();
-    let (start, end) = range.ends();
-    let upper = end.map_or(Bound::Unbounded, Bound::Excluded);
-    for key in index
-        .order
-        .range::<[u8], _>((Bound::Included(start), upper))
-    {
-        let stored = &index.versions[key];
-        let at_most = stored.partition_point(|s| s.revision <= revision);
-        if let Some(s) = at_most.checked_sub(1).map(|i| stored[i])
-            && !s.deleted
-        {
-            latest.insert(key, Latest::Stored(s.revision));
-        }
-    }
+    let mut latest: BTreeMap<&[u8], Latest<'_>> = stored
+        .into_iter()
+        .map(|(key, rev)| (key, Latest::Stored(rev)))
+        .collect();
     for v in pending {
         if v.revision <= revision && range.contains(&v.key) {
             latest.insert(&v.key, Latest::Pending(&v.state));
@@ -321,16 +414,7 @@ pub(crate) fn range_at(
     for (key, version) in latest {
         match version {
             Latest::Pending(state) => kvs.extend(state.iter().cloned()),
-            Latest::Stored(rev) => {
-                let Some(bytes) = db.get_in(view, cf, &history_key(key, rev))? else {
-                    return Err(db.corruption(format!(
-                        "the history of key {key:?} lacks its version at revision {rev}"
-                    )));
-                };
-                let kv = decode_kv(key, &bytes, false)
-                    .map_err(|e| db.undecodable(format_args!("history of key {key:?}"), e))?;
-                kvs.push(kv);
-            }
+            Latest::Stored(rev) => kvs.push(read_version(db, view, cf, key, rev, false)?),
         }
     }
     Ok(kvs)

@@ -4,17 +4,15 @@
 //! Without it, every put first reads the key's record from RocksDB, and
 //! that search through the memtable's skip list was the largest single item
 //! of a node's CPU profile under writes (docs/performance.md, item 4).
-//! It is derived state: built by scanning the live key-value column
-//! family when the store opens or installs a snapshot, and updated after
-//! each applied batch is written. Like etcd's in-memory key index, it grows
-//! with the number of keys (about 40 bytes plus the key per key).
+//! It is derived state: built with the history index, in the same scan of
+//! the history column family (`HistIndex::load`), when the store opens or
+//! installs a snapshot, and updated after each applied batch is written.
+//! Like etcd's in-memory key index, it grows with the number of keys
+//! (about 40 bytes plus the key per key).
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::db::Db;
-use crate::error::StorageError;
 use crate::kv::KeyValue;
-use crate::range::{KeyRange, scan_stored};
 
 /// The part of a key's record a put depends on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,14 +39,23 @@ pub(crate) struct KeyIndex {
 }
 
 impl KeyIndex {
-    /// Reads every record of the key-value column family `cf`.
-    pub(crate) fn load(db: &Db, cf: &str) -> Result<KeyIndex, StorageError> {
-        let mut keys = HashMap::new();
-        scan_stored(db, cf, &KeyRange::new(vec![0], vec![0]), |kv| {
-            keys.insert(kv.key.clone().into_boxed_slice(), KeyMeta::of(&kv));
-            true
-        })?;
-        Ok(KeyIndex { keys })
+    /// Records `key`'s latest state (`None`: deleted).
+    pub(crate) fn set(&mut self, key: &[u8], meta: Option<KeyMeta>) {
+        match (meta, self.keys.get_mut(key)) {
+            // An existing key: no new allocation for it.
+            (Some(meta), Some(old)) => *old = meta,
+            (Some(meta), None) => {
+                self.keys.insert(key.into(), meta);
+            }
+            (None, _) => {
+                self.keys.remove(key);
+            }
+        }
+    }
+
+    /// How many keys are live.
+    pub(crate) fn len(&self) -> usize {
+        self.keys.len()
     }
 
     pub(crate) fn get(&self, key: &[u8]) -> Option<KeyMeta> {
@@ -59,17 +66,7 @@ impl KeyIndex {
     /// deleted).
     pub(crate) fn update(&mut self, written: &BTreeMap<Vec<u8>, Option<KeyValue>>) {
         for (key, state) in written {
-            match (state, self.keys.get_mut(key.as_slice())) {
-                // An existing key: no new allocation for it.
-                (Some(kv), Some(meta)) => *meta = KeyMeta::of(kv),
-                (Some(kv), None) => {
-                    self.keys
-                        .insert(key.clone().into_boxed_slice(), KeyMeta::of(kv));
-                }
-                (None, _) => {
-                    self.keys.remove(key.as_slice());
-                }
-            }
+            self.set(key, state.as_ref().map(KeyMeta::of));
         }
     }
 }

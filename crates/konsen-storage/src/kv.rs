@@ -7,7 +7,8 @@
 //! anything. Each key records the revision that created it, the one that
 //! last modified it, and how many times it was written since it was
 //! created (its version). Every version since the compacted revision is
-//! kept in the history (`history.rs`), for reads at old revisions.
+//! kept in the history (`history.rs`), the only copy of the state: reads
+//! at the current revision read each key's latest version.
 //!
 //! A batch of committed entries is applied in one `WriteBatch` that also
 //! records the new applied index and revision, so the state on disk is
@@ -23,15 +24,16 @@ use bytes::Bytes;
 use konsen_core::{Entry, EntryKind, Index};
 use rocksdb::WriteBatch;
 
-use crate::codec::{decode_kv, encode_kv, encode_kv_state, encode_revision};
+use crate::codec::{encode_kv, encode_kv_state, encode_revision};
 use crate::command::Command;
 use crate::db::{
-    BATCH_RECORD_OVERHEAD, CF_META, Db, HIST_LAYOUT_REVISION_FIRST, KvPosition, META_HIST_LAYOUT,
-    META_KV_COMPACTED, META_KV_STATE, hist_cf,
+    BATCH_RECORD_OVERHEAD, CF_META, Db, HIST_LAYOUT_HISTORY_ONLY, HIST_LAYOUT_REVISION_FIRST,
+    KvPosition, META_HIST_LAYOUT, META_KV_COMPACTED, META_KV_STATE, hist_cf, other_kv_cf,
 };
 use crate::error::{RequestError, StorageError};
 use crate::history::{
     CompactionDeletes, HistIndex, Version, history_key, parse_key_first_history_key, range_at,
+    read_version,
 };
 use crate::index::{KeyIndex, KeyMeta};
 use crate::range::{KeyRange, scan_stored};
@@ -125,7 +127,7 @@ pub struct KvStore {
 }
 
 /// The history index shared by the store and its readers.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub(crate) struct SharedHistIndex(Arc<RwLock<HistIndex>>);
 
 impl SharedHistIndex {
@@ -144,6 +146,23 @@ impl SharedHistIndex {
             .write()
             .expect("history index invariant: no holder of its lock panicked")
     }
+
+    /// A view of the database, its position, and what `pick` takes from
+    /// the index about it, all under the read lock: the index then
+    /// describes the view exactly, and the versions `pick` names can be
+    /// read from the view after the lock is released (a compaction since
+    /// cannot remove them from it).
+    pub(crate) fn view<'d, T>(
+        &self,
+        db: &'d Db,
+        pick: impl FnOnce(&HistIndex, &KvPosition) -> T,
+    ) -> (rocksdb::Snapshot<'d>, KvPosition, T) {
+        let index = self.read();
+        let view = db.snapshot();
+        let position = index.position();
+        let picked = pick(&index, &position);
+        (view, position, picked)
+    }
 }
 
 impl KvStore {
@@ -152,12 +171,14 @@ impl KvStore {
             migrate_to_history(&db)?;
         }
         ensure_revision_first(&db)?;
+        ensure_history_only(&db)?;
+        let position = db.kv_position(None)?;
         let KvPosition {
             cf,
             applied,
             revision,
             compacted,
-        } = db.kv_position(None)?;
+        } = position;
         if revision < REVISION_INITIAL {
             return Err(db.corruption(format!("the recorded revision {revision} is below 1")));
         }
@@ -166,8 +187,8 @@ impl KvStore {
                 "the compacted revision {compacted} is above the revision {revision}"
             )));
         }
-        let index = KeyIndex::load(&db, cf)?;
-        let hist = SharedHistIndex::new(HistIndex::load(&db, hist_cf(cf), compacted)?);
+        let (hist, index) = HistIndex::load(&db, position)?;
+        let hist = SharedHistIndex::new(hist);
         Ok(KvStore {
             db,
             cf,
@@ -266,7 +287,7 @@ impl KvStore {
         {
             let mut hist = self.hist.write();
             self.db.write(batch, false)?;
-            hist.update(&history, compaction.as_ref());
+            hist.update(&history, compaction.as_ref(), applied, revision);
         }
         self.index.update(&written);
         self.applied = applied;
@@ -276,7 +297,7 @@ impl KvStore {
 
     /// Reads one key at the current revision.
     pub fn get(&self, key: &[u8]) -> Result<Option<KeyValue>, StorageError> {
-        get_stored(&self.db, self.cf, key)
+        get_latest(&self.db, &self.hist.read(), hist_cf(self.cf), key)
     }
 }
 
@@ -344,10 +365,14 @@ fn migrate_to_history(db: &Db) -> Result<(), StorageError> {
 /// those histories to a few retentions).
 fn ensure_revision_first(db: &Db) -> Result<(), StorageError> {
     match db.get(CF_META, META_HIST_LAYOUT)? {
-        Some(layout) if layout == HIST_LAYOUT_REVISION_FIRST => return Ok(()),
+        Some(layout)
+            if layout == HIST_LAYOUT_REVISION_FIRST || layout == HIST_LAYOUT_HISTORY_ONLY =>
+        {
+            return Ok(());
+        }
         Some(layout) => {
             return Err(db.corruption(format!(
-                "unknown history layout {layout:?} (this build writes {HIST_LAYOUT_REVISION_FIRST:?})"
+                "unknown history layout {layout:?} (this build writes {HIST_LAYOUT_HISTORY_ONLY:?})"
             )));
         }
         None => {}
@@ -385,14 +410,82 @@ fn ensure_revision_first(db: &Db) -> Result<(), StorageError> {
     Ok(())
 }
 
-/// Reads `key` from disk.
-fn get_stored(db: &Db, cf: &str, key: &[u8]) -> Result<Option<KeyValue>, StorageError> {
-    match db.get(cf, key)? {
-        Some(bytes) => decode_kv(key, &bytes, false)
-            .map(Some)
-            .map_err(|e| db.undecodable("key-value record", e)),
-        None => Ok(None),
+/// Makes the history the only copy of the state, in a dir written by the
+/// builds that also kept each key's current record in the key-value column
+/// family: checks that the history holds every such record, and nothing
+/// else live, as its keys' latest versions; then clears the column family
+/// and records the layout (synced). A difference is corruption: the dir is
+/// refused, and nothing is changed.
+fn ensure_history_only(db: &Db) -> Result<(), StorageError> {
+    if db.get(CF_META, META_HIST_LAYOUT)?.as_deref() == Some(HIST_LAYOUT_HISTORY_ONLY) {
+        return Ok(());
     }
+    let position = db.kv_position(None)?;
+    let hist = hist_cf(position.cf);
+    let (index, live) = HistIndex::load(db, position)?;
+    let mut keys = 0usize;
+    let mut differs: Option<String> = None;
+    scan_stored(db, position.cf, &KeyRange::new(vec![0], vec![0]), |kv| {
+        let found = match index.latest(&kv.key) {
+            Some(revision) => read_version(db, None, hist, &kv.key, revision, false).map(Some),
+            None => Ok(None),
+        };
+        match found {
+            Ok(Some(latest)) if latest == kv => {
+                keys += 1;
+                true
+            }
+            Ok(found) => {
+                differs = Some(format!(
+                    "key {:?}: current record {kv:?}, latest version in the history {found:?}",
+                    kv.key
+                ));
+                false
+            }
+            Err(e) => {
+                differs = Some(format!("key {:?}: {e}", kv.key));
+                false
+            }
+        }
+    })?;
+    if differs.is_none() && keys != live.len() {
+        differs = Some(format!(
+            "{keys} current records, {} live keys in the history",
+            live.len()
+        ));
+    }
+    if let Some(differs) = differs {
+        return Err(db.corruption(format!(
+            "the history does not hold the current state, so it cannot become its only copy: {differs}"
+        )));
+    }
+    // The idle one may hold an abandoned snapshot transfer.
+    db.clear(position.cf)?;
+    db.clear(other_kv_cf(position.cf))?;
+    let mut batch = WriteBatch::default();
+    batch.put_cf(db.cf(CF_META), META_HIST_LAYOUT, HIST_LAYOUT_HISTORY_ONLY);
+    db.write(batch, true)?;
+    if keys > 0 {
+        tracing::info!(
+            "data dir {}: the history is now the only copy of the state ({keys} keys checked)",
+            db.path().display()
+        );
+    }
+    Ok(())
+}
+
+/// Reads `key`'s latest version from the history column family `cf`,
+/// which `index` describes.
+fn get_latest(
+    db: &Db,
+    index: &HistIndex,
+    cf: &str,
+    key: &[u8],
+) -> Result<Option<KeyValue>, StorageError> {
+    index
+        .latest(key)
+        .map(|revision| read_version(db, None, cf, key, revision, false))
+        .transpose()
 }
 
 /// The changes of a batch being applied: what it wrote so far (later
@@ -467,7 +560,7 @@ impl<'a> Pending<'a> {
     fn get(&self, key: &[u8]) -> Result<Option<KeyValue>, StorageError> {
         match self.written.get(key) {
             Some(state) => Ok(state.clone()),
-            None => get_stored(self.db, self.cf, key),
+            None => get_latest(self.db, self.hist, hist_cf(self.cf), key),
         }
     }
 
@@ -481,21 +574,15 @@ impl<'a> Pending<'a> {
 
     /// The keys in `range` as of this point in the batch, sorted.
     fn scan(&self, range: &KeyRange) -> Result<Vec<KeyValue>, StorageError> {
-        if range.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut found: BTreeMap<Vec<u8>, KeyValue> = BTreeMap::new();
-        scan_stored(self.db, self.cf, range, |kv| {
-            found.insert(kv.key.clone(), kv);
-            true
-        })?;
-        for (key, state) in self.written.range::<[u8], _>(range.bounds()) {
-            match state {
-                Some(kv) => found.insert(key.clone(), kv.clone()),
-                None => found.remove(key),
-            };
-        }
-        Ok(found.into_values().collect())
+        range_at(
+            self.db,
+            self.hist,
+            None,
+            hist_cf(self.cf),
+            range,
+            self.revision,
+            &self.history,
+        )
     }
 
     fn execute(&mut self, command: Command) -> Result<ApplyOutcome, StorageError> {
@@ -713,39 +800,23 @@ impl<'a> Pending<'a> {
         })
     }
 
-    /// The batch that writes everything: current records, history, and a
-    /// compaction's deletes after them (also returned, for the history
-    /// index).
+    /// The batch that writes everything: the history, and a compaction's
+    /// deletes after it (also returned, for the history index).
     fn batch(&self) -> Result<(WriteBatch, Option<CompactionDeletes>), StorageError> {
         let bytes: usize = self
             .history
             .iter()
             .map(|v| {
-                2 * (v.key.len()
+                v.key.len()
                     + v.state.as_ref().map_or(0, |kv| kv.value.len())
-                    + BATCH_RECORD_OVERHEAD)
+                    + BATCH_RECORD_OVERHEAD
             })
             .sum();
         let mut batch = WriteBatch::with_capacity_bytes(bytes + BATCH_RECORD_OVERHEAD);
-        let cf = self.db.cf(self.cf);
         let hist = self.db.cf(hist_cf(self.cf));
-        // Each version is encoded once: a key's last version of the batch
-        // is also its current record.
         for v in &self.history {
             let record = v.state.as_ref().map(encode_kv).unwrap_or_default();
             batch.put_cf(hist, history_key(&v.key, v.revision), &record);
-            let current = matches!(
-                self.written.get(&v.key),
-                Some(Some(kv)) if kv.mod_revision == v.revision
-            );
-            if current {
-                batch.put_cf(cf, &v.key, &record);
-            }
-        }
-        for (key, state) in &self.written {
-            if state.is_none() {
-                batch.delete_cf(cf, key);
-            }
         }
         let compaction = self.compact_to.map(|revision| {
             let deletes = self.hist.compaction(revision, &self.history);

@@ -92,7 +92,7 @@ pub use kv::{
     REVISION_INITIAL,
 };
 pub use log::LogStore;
-pub use options::{KV_MEMTABLE_BYTES_DEFAULT, REQUEST_BYTES_MAX_DEFAULT, StorageOptions};
+pub use options::{HIST_MEMTABLE_BYTES_DEFAULT, REQUEST_BYTES_MAX_DEFAULT, StorageOptions};
 pub use range::{KvReader, RangeRequest, RangeResponse, SortOrder, SortTarget};
 pub use snapshot::{
     Receiving, SnapshotHeader, SnapshotStats, Snapshots, StagedSnapshot, install_snapshot,

@@ -4,16 +4,17 @@
 /// etcd's default `--max-request-bytes`: 1.5 MiB.
 pub const REQUEST_BYTES_MAX_DEFAULT: usize = 3 * 512 * 1024;
 
-/// Memtable size of the key-value column families: 4 MiB. Every write of a
-/// key adds a version to the memtable, and inserting into a skip list of
-/// RocksDB's default 64 MiB (some 200,000 versions of small records) misses
-/// the CPU cache at most of its levels. Applying a put reads nothing from
-/// RocksDB (the key index in memory answers), so a small memtable costs
-/// reads little: point reads go through bloom filters. With the key index,
-/// 4 MiB took the three servers of a cluster from 57–61 to 52–54 µs of CPU
-/// per put; alone, neither change did (`cargo bench -p konsen-storage
-/// --bench apply` compares sizes for one store).
-pub const KV_MEMTABLE_BYTES_DEFAULT: usize = 4 * 1024 * 1024;
+/// Memtable size of the history column families, which hold the state:
+/// 16 MiB. The history is written in revision order, so an insert lands at
+/// the end of the memtable's skip list whatever its size (the 4 MiB chosen
+/// for the earlier `kv` column family, keyed by user key, was for its
+/// random-order inserts). A larger one holds more of the versions that
+/// auto-compaction deletes, which then die in the flush instead of being
+/// carried into RocksDB's compactions: at 1000 clients, 4 → 16 MiB took
+/// RocksDB's compaction threads from 1.45–1.77 to 1.02–1.15 µs of CPU per
+/// put and puts from 57.4–59.6k to 60.3–61.2k a second (three alternating
+/// runs; docs/performance.md, "What the history costs a put").
+pub const HIST_MEMTABLE_BYTES_DEFAULT: usize = 16 * 1024 * 1024;
 
 /// Settings of a [`crate::RocksStore`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,9 +30,9 @@ pub struct StorageOptions {
     /// throw-away test clusters only; `open` logs a warning when it is set.
     /// Default: false.
     pub unsafe_no_fsync: bool,
-    /// Memtable size of the key-value column families (at least 64 KiB).
-    /// Default: [`KV_MEMTABLE_BYTES_DEFAULT`].
-    pub kv_memtable_bytes: usize,
+    /// Memtable size of the history column families (at least 64 KiB).
+    /// Default: [`HIST_MEMTABLE_BYTES_DEFAULT`].
+    pub hist_memtable_bytes: usize,
     /// The most compares, and the most operations in each branch, of one
     /// txn (etcd's `--max-txn-ops`). Checked before a txn is proposed.
     /// Default: [`crate::TXN_OPS_MAX_DEFAULT`] (128, like etcd).
@@ -43,7 +44,7 @@ impl Default for StorageOptions {
         StorageOptions {
             request_bytes_max: REQUEST_BYTES_MAX_DEFAULT,
             unsafe_no_fsync: false,
-            kv_memtable_bytes: KV_MEMTABLE_BYTES_DEFAULT,
+            hist_memtable_bytes: HIST_MEMTABLE_BYTES_DEFAULT,
             txn_ops_max: crate::txn::TXN_OPS_MAX_DEFAULT,
         }
     }

@@ -2,13 +2,12 @@
 //! semantics, and the key-range conventions shared with deletes.
 
 use std::cmp::Ordering;
-use std::ops::Bound;
 use std::sync::Arc;
 
 use crate::codec::decode_kv;
 use crate::db::{Db, KvPosition, hist_cf};
 use crate::error::{RequestError, StorageError};
-use crate::history::range_at;
+use crate::history::{Located, read_version};
 use crate::kv::{KeyValue, KvStore, SharedHistIndex};
 
 /// How a range orders its keys (etcd `RangeRequest.SortOrder`).
@@ -187,13 +186,7 @@ pub(crate) fn finish_range(
 impl KvStore {
     /// Reads the keys a request selects.
     pub fn range(&self, request: &RangeRequest) -> Result<RangeResponse, StorageError> {
-        let position = KvPosition {
-            cf: self.cf,
-            applied: self.applied,
-            revision: self.revision,
-            compacted: self.compacted_revision(),
-        };
-        range_in(&self.db, &self.hist, None, position, request)
+        read_range(&self.db, &self.hist, request)
     }
 
     /// A handle that reads the latest applied state from other threads
@@ -218,27 +211,23 @@ pub struct KvReader {
 impl KvReader {
     /// [`KvStore::range`], at the latest applied state.
     pub fn range(&self, request: &RangeRequest) -> Result<RangeResponse, StorageError> {
-        let db = &*self.db;
-        let view = db.snapshot();
-        let position = db.kv_position(Some(&view))?;
-        range_in(db, &self.hist, Some(&view), position, request)
+        read_range(&self.db, &self.hist, request)
     }
 
-    /// Serves a read-only txn (see [`crate::Txn::is_read_only`]) against
-    /// one consistent view of the latest applied state. A txn that writes
-    /// is refused: it must go through the log.
+    /// Serves a read-only txn (see [`crate::Txn::is_read_only`]) at the
+    /// latest applied revision: every operation reads the store as of
+    /// that one revision. A txn that writes is refused: it must go through
+    /// the log.
     pub fn txn(&self, txn: &crate::Txn) -> Result<crate::TxnResult, StorageError> {
         assert!(
             txn.is_read_only(),
             "read-only txn invariant: KvReader::txn was given a txn that writes"
         );
         let db = &*self.db;
-        let view = db.snapshot();
-        let position = db.kv_position(Some(&view))?;
+        let position = self.hist.read().position();
         let state = ViewState {
             db,
             hist: &self.hist,
-            view: &view,
             position,
         };
         let path = crate::txn::TxnPath::decide(&state, txn)?;
@@ -248,16 +237,15 @@ impl KvReader {
 
     /// The current and compacted revisions of the latest applied state.
     pub fn revisions(&self) -> Result<(i64, i64), StorageError> {
-        let position = self.db.kv_position(None)?;
+        let position = self.hist.read().position();
         Ok((position.revision, position.compacted))
     }
 }
 
-/// The applied state as of a view, for read-only txns.
+/// The applied state at one revision, for read-only txns.
 struct ViewState<'a> {
     db: &'a Db,
     hist: &'a SharedHistIndex,
-    view: &'a rocksdb::Snapshot<'a>,
     position: KvPosition,
 }
 
@@ -271,129 +259,110 @@ impl crate::txn::TxnState for ViewState<'_> {
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<KeyValue>, StorageError> {
-        match self.db.get_in(Some(self.view), self.position.cf, key)? {
-            Some(bytes) => decode_kv(key, &bytes, false)
-                .map(Some)
-                .map_err(|e| self.db.undecodable("key-value record", e)),
-            None => Ok(None),
-        }
+        let range = KeyRange::new(key.to_vec(), Vec::new());
+        Ok(self.scan(&range)?.pop())
     }
 
     fn scan(&self, range: &KeyRange) -> Result<Vec<KeyValue>, StorageError> {
-        let mut kvs = Vec::new();
-        scan_stored_in(self.db, Some(self.view), self.position.cf, range, |kv| {
-            kvs.push(kv);
-            true
-        })?;
-        Ok(kvs)
+        history_at(self.db, self.hist, range, self.position.revision)
     }
 
     fn scan_at(&self, range: &KeyRange, revision: i64) -> Result<Vec<KeyValue>, StorageError> {
-        history_at(self.db, self.hist, true, range, revision)
+        history_at(self.db, self.hist, range, revision)
     }
 }
 
-/// The keys in `range` as they were at `revision` (the caller checked it
-/// against the compacted revision it knows). With `fresh_view`, for a
-/// reader beside the node loop: read as of a view taken under the history
-/// index's read lock, which then describes that view exactly (the view the
-/// caller holds may be older than the index: the history it needs is the
-/// same, unless a compaction since removed it, which is refused as etcd
-/// refuses a read that a compaction overtook). Without, on the node
-/// loop's own thread, the latest state.
+/// The keys in `range` as they were at `revision`, read as of a view taken
+/// with the history index that describes it. A revision that a compaction
+/// has since removed is refused, as etcd refuses a read that a compaction
+/// overtook.
 fn history_at(
     db: &Db,
     hist: &SharedHistIndex,
-    fresh_view: bool,
     range: &KeyRange,
     revision: i64,
 ) -> Result<Vec<KeyValue>, StorageError> {
-    let index = hist.read();
-    if revision < index.compacted() {
-        return Err(RequestError::Compacted {
-            requested: revision,
-            compacted: index.compacted(),
+    let (view, position, located) = hist.view(db, |index, _| {
+        if revision < index.compacted() {
+            return Err(RequestError::Compacted {
+                requested: revision,
+                compacted: index.compacted(),
+            });
         }
-        .into());
-    }
-    let view = fresh_view.then(|| db.snapshot());
-    let position = db.kv_position(view.as_ref())?;
-    range_at(
-        db,
-        &index,
-        view.as_ref(),
-        hist_cf(position.cf),
-        range,
-        revision,
-        &[],
-    )
+        Ok(owned(index.visible(range, revision)))
+    });
+    let cf = hist_cf(position.cf);
+    located?
+        .iter()
+        .map(|(key, rev)| read_version(db, Some(&view), cf, key, *rev, false))
+        .collect()
 }
 
-/// A range read of the state at `position` (as of `view`, if given).
-fn range_in(
+fn owned(located: Vec<(&[u8], i64)>) -> Located {
+    located
+        .into_iter()
+        .map(|(key, rev)| (key.to_vec(), rev))
+        .collect()
+}
+
+/// A range read of the latest applied state: the revision it reads and
+/// the versions it needs are decided under the history index's read lock,
+/// with a view that the index describes; the records are read from the
+/// view after the lock is released.
+fn read_range(
     db: &Db,
     hist: &SharedHistIndex,
-    view: Option<&rocksdb::Snapshot<'_>>,
-    position: KvPosition,
     request: &RangeRequest,
 ) -> Result<RangeResponse, StorageError> {
     if request.key.is_empty() {
         return Err(RequestError::EmptyKey.into());
     }
-    let current = position.revision;
-    let revision = read_revision(request.revision, current, position.compacted)?;
     let range = KeyRange::new(request.key.clone(), request.range_end.clone());
-    if revision < current {
-        let kvs = history_at(db, hist, view.is_some(), &range, revision)?;
-        // The header reports the current revision, as etcd's does.
-        return Ok(finish_range(kvs, request, current));
-    }
-    if !request.is_plain() {
-        let mut kvs = Vec::new();
-        scan_stored_in(db, view, position.cf, &range, |kv| {
-            kvs.push(kv);
-            true
-        })?;
-        return Ok(finish_range(kvs, request, current));
-    }
-    let cf = position.cf;
+    let plain = request.is_plain();
     let limit = usize::try_from(request.limit)
         .ok()
-        .filter(|&l| l > 0)
+        .filter(|&l| l > 0 && plain)
         .unwrap_or(usize::MAX);
-    let mut kvs = Vec::new();
-    let mut count: i64 = 0;
-    let mut bad = None;
-    let mut visit = |key: &[u8], value: &[u8]| {
-        count += 1;
-        if !request.count_only && kvs.len() < limit {
-            match decode_kv(key, value, request.keys_only) {
-                Ok(kv) => kvs.push(kv),
-                Err(e) => {
-                    bad = Some((key.to_vec(), e));
-                    return false;
-                }
-            }
-        }
-        true
-    };
-    if request.range_end.is_empty() {
-        // One key: a point lookup, which bloom filters can answer without
-        // touching most table files (an iterator visits every level).
-        if let Some(value) = db.get_in(view, cf, &request.key)? {
-            visit(&request.key, &value);
-        }
-    } else {
-        scan_raw_in(db, view, cf, &range, visit)?;
+    let (view, position, located) = hist.view(db, |index, position| {
+        let revision = read_revision(request.revision, position.revision, index.compacted())?;
+        let visible = index.visible(&range, revision);
+        let count = visible.len();
+        // A plain read needs only the records it returns; the others all
+        // of them, for the filters and the sort. A count needs none.
+        let wanted = if request.count_only {
+            0
+        } else {
+            count.min(limit)
+        };
+        let mut visible = visible;
+        visible.truncate(wanted);
+        Ok::<_, RequestError>((owned(visible), count))
+    });
+    let (located, count) = located?;
+    if request.count_only {
+        return Ok(RangeResponse {
+            kvs: Vec::new(),
+            count: count as i64,
+            more: false,
+            revision: position.revision,
+        });
     }
-    if let Some((key, e)) = bad {
-        return Err(db.undecodable(format_args!("record of key {key:?}"), e));
+    let cf = hist_cf(position.cf);
+    let keys_only = request.keys_only && plain;
+    let kvs = located
+        .iter()
+        .map(|(key, rev)| read_version(db, Some(&view), cf, key, *rev, keys_only))
+        .collect::<Result<Vec<_>, _>>()?;
+    // The header reports the current revision, also for a read at an
+    // older one, as etcd's does.
+    if !plain {
+        return Ok(finish_range(kvs, request, position.revision));
     }
     Ok(RangeResponse {
-        more: !request.count_only && (kvs.len() as i64) < count,
+        more: kvs.len() < count,
         kvs,
-        count,
-        revision: current,
+        count: count as i64,
+        revision: position.revision,
     })
 }
 
@@ -426,6 +395,15 @@ impl KeyRange {
         (&self.start, self.end.as_deref())
     }
 
+    /// The one key of a range of one key (etcd's empty `range_end`).
+    pub(crate) fn single_key(&self) -> Option<&[u8]> {
+        let end = self.end.as_deref()?;
+        (end.len() == self.start.len() + 1
+            && end.starts_with(&self.start)
+            && end.last() == Some(&0))
+        .then_some(self.start.as_slice())
+    }
+
     /// Whether `key` lies in the range.
     pub(crate) fn contains(&self, key: &[u8]) -> bool {
         key >= self.start.as_slice() && self.end.as_ref().is_none_or(|end| key < end.as_slice())
@@ -433,20 +411,6 @@ impl KeyRange {
 
     pub(crate) fn is_empty(&self) -> bool {
         self.end.as_ref().is_some_and(|end| *end <= self.start)
-    }
-
-    /// The range as map bounds; only for a non-empty range (a map panics on
-    /// a start above the end).
-    pub(crate) fn bounds(&self) -> (Bound<&[u8]>, Bound<&[u8]>) {
-        assert!(
-            !self.is_empty(),
-            "key range invariant: bounds() of an empty range"
-        );
-        let end = match &self.end {
-            Some(end) => Bound::Excluded(end.as_slice()),
-            None => Bound::Unbounded,
-        };
-        (Bound::Included(self.start.as_slice()), end)
     }
 }
 

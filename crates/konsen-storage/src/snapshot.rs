@@ -8,7 +8,7 @@
 //!   key-value records follow in chunks of at most `chunk_bytes_max` bytes
 //!   (a record larger than that travels alone).
 //! * **Receiving** ([`Snapshots::receive`]): chunks are checked record by
-//!   record and written into the key-value column family that is not in use
+//!   record and written into the history column family that is not in use
 //!   (cleared first), never synced one by one. Nothing the node serves
 //!   changes, so a broken transfer or a crash leaves the old state whole,
 //!   and the next transfer starts over.
@@ -25,7 +25,11 @@
 //! big-endian); then the history (`history.rs`): history keys strictly
 //! increasing, each with the key's record at that revision or nothing for
 //! a delete. So a follower that installs a snapshot answers reads at every
-//! revision since the compaction point, as the leader does.
+//! revision since the compaction point, as the leader does. The history
+//! alone holds the current records too (each live key's latest version);
+//! they are sent apart for receivers that kept them apart (the builds
+//! before `HIST_LAYOUT_HISTORY_ONLY`), and for senders without a history
+//! they are all the receiver gets.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,10 +46,10 @@ use crate::db::{
     META_PURGED, hist_cf, other_kv_cf,
 };
 use crate::error::StorageError;
-use crate::history::{HistIndex, parse_history_key};
-use crate::index::KeyIndex;
-use crate::kv::{KvStore, REVISION_INITIAL};
+use crate::history::{HistIndex, Located, history_key, parse_history_key};
+use crate::kv::{KvStore, REVISION_INITIAL, SharedHistIndex};
 use crate::log::LogStore;
+use crate::range::KeyRange;
 
 /// What a snapshot covers: the state machine after applying every entry up
 /// to `index` (of term `term`), at `revision`.
@@ -69,6 +73,7 @@ pub struct SnapshotStats {
 #[derive(Clone, Debug)]
 pub struct Snapshots {
     db: Arc<Db>,
+    hist: SharedHistIndex,
     receiving: Arc<AtomicBool>,
 }
 
@@ -77,6 +82,7 @@ impl KvStore {
     pub fn snapshots(&self) -> Snapshots {
         Snapshots {
             db: Arc::clone(&self.db),
+            hist: self.hist.clone(),
             receiving: Arc::clone(&self.receiving),
         }
     }
@@ -94,8 +100,9 @@ impl Snapshots {
         mut on_chunk: impl FnMut(Vec<u8>) -> bool,
     ) -> Result<SnapshotStats, StorageError> {
         let db = &*self.db;
-        let view = db.snapshot();
+        let (view, live) = self.live();
         let (header, cf) = view_header(db, &view)?;
+        let hist = hist_cf(cf);
         let mut stats = SnapshotStats::default();
         if !on_header(header) {
             return Ok(stats);
@@ -114,23 +121,25 @@ impl Snapshots {
                 put_record(chunk, key, record);
                 true
             };
-        for (part, name) in [cf, hist_cf(cf)].into_iter().enumerate() {
-            if part == 1 && !emit(&mut chunk, &[], &compacted.to_be_bytes(), &mut stats) {
+        for (key, revision) in &live {
+            let record = live_record(db, &view, hist, key, *revision)?;
+            if !emit(&mut chunk, key, &record, &mut stats) {
                 return Ok(stats);
             }
-            let mut it = db.iter_in(Some(&view), name, &[], None);
-            it.seek_to_first();
-            while let Some((key, record)) = it.item() {
-                if !emit(&mut chunk, key, record, &mut stats) {
-                    return Ok(stats);
-                }
-                if part == 0 {
-                    stats.keys += 1;
-                }
-                it.next();
-            }
-            it.status().map_err(|e| db.error(e))?;
+            stats.keys += 1;
         }
+        if !emit(&mut chunk, &[], &compacted.to_be_bytes(), &mut stats) {
+            return Ok(stats);
+        }
+        let mut it = db.iter_in(Some(&view), hist, &[], None);
+        it.seek_to_first();
+        while let Some((key, record)) = it.item() {
+            if !emit(&mut chunk, key, record, &mut stats) {
+                return Ok(stats);
+            }
+            it.next();
+        }
+        it.status().map_err(|e| db.error(e))?;
         if !chunk.is_empty() {
             stats.chunks += 1;
             stats.bytes += chunk.len() as u64;
@@ -144,21 +153,31 @@ impl Snapshots {
     /// same applied index must agree on it.
     pub fn hash(&self) -> Result<(u32, SnapshotHeader), StorageError> {
         let db = &*self.db;
-        let view = db.snapshot();
+        let (view, live) = self.live();
         let (header, cf) = view_header(db, &view)?;
         let mut hasher = crc32fast::Hasher::new();
-        let mut it = db.iter_in(Some(&view), cf, &[], None);
-        it.seek_to_first();
         let mut framed = Vec::new();
-        while let Some((key, record)) = it.item() {
+        for (key, revision) in &live {
+            let record = live_record(db, &view, hist_cf(cf), key, *revision)?;
             framed.clear();
-            put_record(&mut framed, key, record);
+            put_record(&mut framed, key, &record);
             hasher.update(&framed);
-            it.next();
         }
-        it.status().map_err(|e| db.error(e))?;
         hasher.update(&header.revision.to_be_bytes());
         Ok((hasher.finalize(), header))
+    }
+
+    /// A view of the database, and every live key in it with the revision
+    /// of its latest version, in key order.
+    fn live(&self) -> (rocksdb::Snapshot<'_>, Located) {
+        let (view, _, live) = self.hist.view(&self.db, |index, _| {
+            index
+                .visible(&KeyRange::new(vec![0], vec![0]), i64::MAX)
+                .into_iter()
+                .map(|(key, revision)| (key.to_vec(), revision))
+                .collect()
+        });
+        (view, live)
     }
 
     /// Starts receiving the snapshot `header` describes. Only one snapshot
@@ -234,6 +253,23 @@ fn view_header(
     ))
 }
 
+/// The record of `key`'s latest version, at `revision`, from the history
+/// column family `cf` as of `view`.
+fn live_record(
+    db: &Db,
+    view: &rocksdb::Snapshot<'_>,
+    cf: &str,
+    key: &[u8],
+    revision: i64,
+) -> Result<Vec<u8>, StorageError> {
+    db.get_in(Some(view), cf, &history_key(key, revision))?
+        .ok_or_else(|| {
+            db.corruption(format!(
+                "the history of key {key:?} lacks its latest version, at revision {revision}"
+            ))
+        })
+}
+
 fn record_bytes(key: &[u8], record: &[u8]) -> usize {
     8 + key.len() + record.len()
 }
@@ -284,7 +320,6 @@ impl Receiving {
             StorageError::BadSnapshot(format!("chunk {}: {what}", self.stats.chunks))
         };
         let mut batch = WriteBatch::default();
-        let cf = self.db.cf(self.cf);
         let hist = self.db.cf(hist_cf(self.cf));
         let mut records = Reader::new("snapshot chunk", data);
         let mut keys = 0;
@@ -347,7 +382,9 @@ impl Receiving {
                     kv.create_revision, kv.mod_revision, kv.version, self.header.revision
                 )));
             }
-            batch.put_cf(cf, key, record);
+            // The key's latest version, in the history; the history part,
+            // if the sender has one, holds it too, alike.
+            batch.put_cf(hist, history_key(key, kv.mod_revision), record);
             last_key = Some(key.to_vec());
             keys += 1;
         }
@@ -421,7 +458,13 @@ pub fn install_snapshot(
     );
     let db = &*kv.db;
     // Built before the switch, so that readers wait only for the write.
-    let staged_hist = HistIndex::load(db, hist_cf(staged.cf), staged.compacted)?;
+    let staged_position = KvPosition {
+        cf: staged.cf,
+        applied: index,
+        revision,
+        compacted: staged.compacted,
+    };
+    let (staged_hist, staged_keys) = HistIndex::load(db, staged_position)?;
     let mut batch = WriteBatch::default();
     log.replace_with_snapshot(&mut batch, index, term);
     batch.put_cf(
@@ -450,9 +493,7 @@ pub fn install_snapshot(
     kv.cf = staged.cf;
     kv.applied = index;
     kv.revision = revision;
-    // The installed state is on disk; if its key index cannot be built,
-    // the node stops and builds it again when it restarts.
-    kv.index = KeyIndex::load(db, staged.cf)?;
+    kv.index = staged_keys;
     // The snapshot is in; what is left is tidying. A failure here is only
     // logged: the next transfer clears this column family anyway.
     for cf in [old, hist_cf(old)] {

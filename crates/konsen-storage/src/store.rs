@@ -84,7 +84,7 @@ impl RocksStore {
                 reason: format!("it is not empty and has no {ROCKSDB_CURRENT} file"),
             });
         }
-        let db = Arc::new(Db::open(path, fresh, options.kv_memtable_bytes)?);
+        let db = Arc::new(Db::open(path, fresh, options.hist_memtable_bytes)?);
         check_identity(&db, identity, fresh)?;
         if options.unsafe_no_fsync {
             tracing::warn!(

@@ -1,7 +1,12 @@
-//! A data dir written before history was kept (no `hist`/`hist_alt`
-//! column families, no compacted revision) gets its history on open: its
-//! current revision becomes the compacted one, so older revisions read as
-//! compacted, and the history grows from there.
+//! Data dirs of the earlier layouts are converted on open:
+//!
+//! * written before history was kept (no `hist`/`hist_alt` column
+//!   families, no compacted revision): the dir gets its history; its
+//!   current revision becomes the compacted one, so older revisions read as
+//!   compacted, and the history grows from there;
+//! * with the history keyed by user key first: rewritten revision first;
+//! * with each key's current record in `kv` beside the history: checked
+//!   against the history, which becomes the only copy.
 
 use bytes::Bytes;
 use konsen_core::storage::Storage;
@@ -71,9 +76,33 @@ fn open_raw(dir: &TempDir) -> rocksdb::DB {
     rocksdb::DB::open_cf(&rocksdb::Options::default(), dir.path(), cfs).unwrap()
 }
 
+/// Writes into `kv` each live key's latest version from `hist`, as the
+/// builds before the history-only layout kept them, and drops the layout
+/// marker (the caller sets the one it wants).
+fn write_current_records(db: &rocksdb::DB) {
+    let hist = db.cf_handle("hist").unwrap();
+    let mut current = std::collections::BTreeMap::new();
+    for item in db.iterator_cf(hist, rocksdb::IteratorMode::Start) {
+        let (raw, value) = item.unwrap();
+        let key = raw[8..].to_vec();
+        if value.is_empty() {
+            current.remove(&key);
+        } else {
+            current.insert(key, value);
+        }
+    }
+    let kv = db.cf_handle("kv").unwrap();
+    for (key, value) in current {
+        db.put_cf(kv, key, value).unwrap();
+    }
+    db.delete_cf(db.cf_handle("meta").unwrap(), b"hist_layout")
+        .unwrap();
+}
+
 /// A data dir as a konsen from before history left it, at revision 4:
-/// this version's dir without the history column families and the
-/// compacted revision (the other records did not change).
+/// this version's dir with the current records in `kv`, and without the
+/// history column families, the compacted revision and the layout marker
+/// (the other records did not change).
 fn dir_from_before_history() -> TempDir {
     let dir = TempDir::new().unwrap();
     let mut store = open(&dir, IDENTITY).unwrap();
@@ -88,6 +117,7 @@ fn dir_from_before_history() -> TempDir {
     assert_eq!(store.kv.revision(), 4);
     drop(store);
     let mut db = open_raw(&dir);
+    write_current_records(&db);
     let meta = db.cf_handle("meta").unwrap();
     db.delete_cf(meta, b"kv_compacted").unwrap();
     db.drop_cf("hist").unwrap();
@@ -214,6 +244,7 @@ fn a_dir_with_key_first_history_is_converted() {
     drop(store);
 
     let db = open_raw(&dir);
+    write_current_records(&db);
     let hist = db.cf_handle("hist").unwrap();
     let records: Vec<_> = db
         .iterator_cf(hist, rocksdb::IteratorMode::Start)
@@ -226,8 +257,6 @@ fn a_dir_with_key_first_history_is_converted() {
         db.delete_cf(hist, raw).unwrap();
         db.put_cf(hist, key_first(key, rev), value).unwrap();
     }
-    db.delete_cf(db.cf_handle("meta").unwrap(), b"hist_layout")
-        .unwrap();
     drop(db);
 
     let mut store = open(&dir, IDENTITY).unwrap();
@@ -254,4 +283,98 @@ fn an_unknown_history_layout_is_refused() {
     drop(db);
     let err = open(&dir, IDENTITY).unwrap_err().to_string();
     assert!(err.contains("unknown history layout"), "{err}");
+}
+
+/// A dir at revision 9 with some history: `a` at 2, 5 and 9, `a\0b` at 3
+/// and 8, `b` put at 4 and deleted at 6, `c` at 7, compacted at 3.
+fn dir_with_history() -> (TempDir, Vec<StateAt>) {
+    let dir = TempDir::new().unwrap();
+    let mut store = open(&dir, IDENTITY).unwrap();
+    apply(
+        &mut store,
+        &[
+            Command::put("a", "1"),
+            Command::put("a\0b", "1"),
+            Command::put("b", "1"),
+            Command::put("a", "2"),
+            Command::delete_range("b", ""),
+            Command::put("c", "1"),
+            Command::Compact { revision: 3 },
+            Command::put("a\0b", "2"),
+            Command::put("a", "3"),
+        ],
+    );
+    let states = every_revision(&store);
+    (dir, states)
+}
+
+/// Whether the dir's `kv` column family holds anything.
+fn kv_is_empty(dir: &TempDir) -> bool {
+    let db = open_raw(dir);
+    let kv = db.cf_handle("kv").unwrap();
+    db.iterator_cf(kv, rocksdb::IteratorMode::Start)
+        .next()
+        .is_none()
+}
+
+/// A dir of the builds that kept each key's current record in `kv` beside
+/// the history (layout 2) reads the same at every revision once the
+/// history is its only copy, and `kv` is emptied.
+#[test]
+fn a_dir_with_current_records_beside_the_history_is_converted() {
+    let (dir, before) = dir_with_history();
+    assert!(kv_is_empty(&dir), "this build writes nothing into kv");
+    let db = open_raw(&dir);
+    write_current_records(&db);
+    db.put_cf(db.cf_handle("meta").unwrap(), b"hist_layout", [2])
+        .unwrap();
+    drop(db);
+    assert!(!kv_is_empty(&dir));
+
+    let mut store = open(&dir, IDENTITY).unwrap();
+    assert_eq!(every_revision(&store), before);
+    apply(&mut store, &[Command::put("b", "2")]);
+    drop(store);
+    assert!(kv_is_empty(&dir), "the current records are cleared");
+    let store = open(&dir, IDENTITY).unwrap();
+    assert_eq!(every_revision(&store)[..before.len()], before[..]);
+    assert_eq!(
+        values_at(&store, 10).unwrap(),
+        vec![
+            pair("a", "3"),
+            pair("a\0b", "2"),
+            pair("b", "2"),
+            pair("c", "1")
+        ]
+    );
+}
+
+/// If a current record of a layout-2 dir differs from its key's latest
+/// version in the history, or the history has a live key that `kv` lacks,
+/// the dir is refused and left as it was: converting it would lose or
+/// change the state.
+#[test]
+fn a_history_that_differs_from_the_current_records_is_refused() {
+    for (key, value) in [("c", Some("changed")), ("c", None), ("d", Some("extra"))] {
+        let (dir, _) = dir_with_history();
+        let db = open_raw(&dir);
+        write_current_records(&db);
+        let kv = db.cf_handle("kv").unwrap();
+        let record = db.get_cf(kv, "a").unwrap().unwrap();
+        match value {
+            // The record of `a`, under another key: its key or value are
+            // not the history's.
+            Some(_) => db.put_cf(kv, key, &record).unwrap(),
+            None => db.delete_cf(kv, key).unwrap(),
+        }
+        db.put_cf(db.cf_handle("meta").unwrap(), b"hist_layout", [2])
+            .unwrap();
+        drop(db);
+        let err = open(&dir, IDENTITY).unwrap_err().to_string();
+        assert!(
+            err.contains("the history does not hold the current state"),
+            "{key} {value:?}: {err}"
+        );
+        assert!(!kv_is_empty(&dir), "{key} {value:?}: nothing was cleared");
+    }
 }

@@ -1057,8 +1057,10 @@ fn a_nested_txn_gets_the_ops_its_parent_leaves() {
 /// Reads at old revisions from another thread while puts and compactions
 /// are applied: each answers the state at its revision exactly, or (when a
 /// compaction overtook it) etcd's compacted error; never a wrong or
-/// partial state. Put number `n` (revision `n + 1`) writes `n + 1` to key
-/// `KEYS_CONCURRENT[n % 4]`, so the state at any revision is known.
+/// partial state. Reads at the current revision are never refused, and
+/// return the state of the revision their header names. Put number `n`
+/// (revision `n + 1`) writes `n + 1` to key `KEYS_CONCURRENT[n % 4]`, so
+/// the state at any revision is known.
 #[test]
 fn historical_reads_beside_compactions_are_exact_or_refused() {
     const KEYS_CONCURRENT: [&str; 4] = ["k0", "k1", "k2", "k3"];
@@ -1088,24 +1090,32 @@ fn historical_reads_beside_compactions_are_exact_or_refused() {
                     .wrapping_add(1442695040888963407);
                 let low = (compacted - 5).max(2);
                 let revision = low + (pick >> 33) as i64 % (current - low + 1);
+                // Each key's latest put at or before `revision`.
+                let state_at = |revision: i64| -> Vec<(Vec<u8>, i64)> {
+                    (0..4)
+                        .filter_map(|k| {
+                            let latest = (2..=revision).rev().find(|r| (r - 2) % 4 == k)?;
+                            Some((KEYS_CONCURRENT[k as usize].into(), latest))
+                        })
+                        .collect()
+                };
+                let values = |response: &konsen_storage::RangeResponse| -> Vec<(Vec<u8>, i64)> {
+                    response
+                        .kvs
+                        .iter()
+                        .map(|kv| {
+                            let value = std::str::from_utf8(&kv.value).unwrap();
+                            (kv.key.clone(), value.parse().unwrap())
+                        })
+                        .collect()
+                };
                 match reader.range(&everything_at(revision)) {
                     Ok(response) => {
-                        let got: Vec<(Vec<u8>, i64)> = response
-                            .kvs
-                            .iter()
-                            .map(|kv| {
-                                let value = std::str::from_utf8(&kv.value).unwrap();
-                                (kv.key.clone(), value.parse().unwrap())
-                            })
-                            .collect();
-                        // Each key's latest put at or before `revision`.
-                        let want: Vec<(Vec<u8>, i64)> = (0..4)
-                            .filter_map(|k| {
-                                let latest = (2..=revision).rev().find(|r| (r - 2) % 4 == k)?;
-                                Some((KEYS_CONCURRENT[k as usize].into(), latest))
-                            })
-                            .collect();
-                        assert_eq!(got, want, "the state at revision {revision}");
+                        assert_eq!(
+                            values(&response),
+                            state_at(revision),
+                            "the state at revision {revision}"
+                        );
                         exact += 1;
                     }
                     Err(StorageError::Request(RequestError::Compacted { requested, .. })) => {
@@ -1114,6 +1124,15 @@ fn historical_reads_beside_compactions_are_exact_or_refused() {
                     }
                     Err(e) => panic!("a read at revision {revision} failed: {e}"),
                 }
+                // A read at the current revision is never refused, and its
+                // header names the revision whose state it returns.
+                let response = reader.range(&everything_at(0)).unwrap();
+                assert_eq!(
+                    values(&response),
+                    state_at(response.revision),
+                    "the current state, read with header revision {}",
+                    response.revision
+                );
             }
             (exact, refused)
         })
