@@ -10,7 +10,9 @@
 //! Like etcd's in-memory key index, it grows with the number of keys
 //! (about 40 bytes plus the key per key).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
+
+use crate::history::Version;
 
 use crate::kv::KeyValue;
 
@@ -62,11 +64,10 @@ impl KeyIndex {
         self.keys.get(key).copied()
     }
 
-    /// Takes in the new states of a batch that was written (`None`:
-    /// deleted).
-    pub(crate) fn update(&mut self, written: &BTreeMap<Vec<u8>, Option<KeyValue>>) {
-        for (key, state) in written {
-            self.set(key, state.as_ref().map(KeyMeta::of));
+    /// Takes in the versions of a batch that was written, in order.
+    pub(crate) fn update(&mut self, versions: &[Version]) {
+        for v in versions {
+            self.set(&v.key, v.state.as_ref().map(KeyMeta::of));
         }
     }
 }

@@ -280,16 +280,14 @@ impl KvStore {
             META_KV_STATE,
             encode_kv_state(applied, revision),
         );
-        let Pending {
-            written, history, ..
-        } = pending;
+        let Pending { history, .. } = pending;
         drop(hist);
         {
             let mut hist = self.hist.write();
             self.db.write(batch, false)?;
             hist.update(&history, compaction.as_ref(), applied, revision);
         }
-        self.index.update(&written);
+        self.index.update(&history);
         self.applied = applied;
         self.revision = revision;
         Ok(results)
@@ -497,8 +495,9 @@ struct Pending<'a> {
     hist: &'a HistIndex,
     revision: i64,
     compacted: i64,
-    /// Key → its new state (`None`: deleted) for every key written.
-    written: BTreeMap<Vec<u8>, Option<KeyValue>>,
+    /// Key → where in `history` its latest version of the batch is, for
+    /// every key written.
+    written: BTreeMap<Vec<u8>, usize>,
     /// Every version written, in order, for the history.
     history: Vec<Version>,
     /// A compaction applied in this batch (the highest).
@@ -559,7 +558,7 @@ impl<'a> Pending<'a> {
 
     fn get(&self, key: &[u8]) -> Result<Option<KeyValue>, StorageError> {
         match self.written.get(key) {
-            Some(state) => Ok(state.clone()),
+            Some(&at) => Ok(self.history[at].state.clone()),
             None => get_latest(self.db, self.hist, hist_cf(self.cf), key),
         }
     }
@@ -567,7 +566,7 @@ impl<'a> Pending<'a> {
     /// [`Pending::get`] without the value, from memory.
     fn meta(&self, key: &[u8]) -> Option<KeyMeta> {
         match self.written.get(key) {
-            Some(state) => state.as_ref().map(KeyMeta::of),
+            Some(&at) => self.history[at].state.as_ref().map(KeyMeta::of),
             None => self.index.get(key),
         }
     }
@@ -760,12 +759,12 @@ impl<'a> Pending<'a> {
             value,
             lease,
         };
+        self.written.insert(key, self.history.len());
         self.history.push(Version {
-            key: key.clone(),
+            key: kv.key.clone(),
             revision,
-            state: Some(kv.clone()),
+            state: Some(kv),
         });
-        self.written.insert(key, Some(kv));
         Ok(Ok(PutResult {
             revision,
             prev_kv: if prev_kv { prev } else { None },
@@ -786,12 +785,12 @@ impl<'a> Pending<'a> {
             self.revision = revision;
         }
         for kv in &doomed {
+            self.written.insert(kv.key.clone(), self.history.len());
             self.history.push(Version {
                 key: kv.key.clone(),
                 revision,
                 state: None,
             });
-            self.written.insert(kv.key.clone(), None);
         }
         Ok(DeleteRangeResult {
             revision: self.revision,
