@@ -30,6 +30,7 @@ use crate::db::{
     BATCH_RECORD_OVERHEAD, CF_META, Db, HIST_LAYOUT_HISTORY_ONLY, HIST_LAYOUT_REVISION_FIRST,
     KvPosition, META_HIST_LAYOUT, META_KV_COMPACTED, META_KV_STATE, hist_cf, other_kv_cf,
 };
+use crate::deleter::{Deleter, DeleterHandle};
 use crate::error::{RequestError, StorageError};
 use crate::history::{
     CompactionDeletes, HistIndex, Version, history_key, parse_key_first_history_key, range_at,
@@ -119,6 +120,8 @@ pub struct KvStore {
     pub(crate) receiving: Arc<std::sync::atomic::AtomicBool>,
     /// What puts need of the live keys' records, in memory.
     pub(crate) index: KeyIndex,
+    /// Deletes the records that compactions dropped, beside the loop.
+    pub(crate) deleter: Arc<Deleter>,
     /// Which versions the history holds, and the compacted revision (reads
     /// below it are refused), shared with the readers. A batch is written
     /// and taken in under its write lock, so a reader that takes a view of
@@ -187,9 +190,12 @@ impl KvStore {
                 "the compacted revision {compacted} is above the revision {revision}"
             )));
         }
-        let (hist, index) = HistIndex::load(&db, position)?;
+        let (mut hist, index) = HistIndex::load(&db, position)?;
+        let deleter = Arc::new(Deleter::start(Arc::clone(&db)));
+        drop_leftovers(&mut hist, deleter.handle());
         let hist = SharedHistIndex::new(hist);
         Ok(KvStore {
+            deleter,
             db,
             cf,
             applied,
@@ -286,6 +292,11 @@ impl KvStore {
             let mut hist = self.hist.write();
             self.db.write(batch, false)?;
             hist.update(&history, compaction.as_ref(), applied, revision);
+        }
+        if let Some(compaction) = compaction {
+            self.deleter
+                .handle()
+                .delete(hist_cf(self.cf), compaction.keys().collect());
         }
         self.index.update(&history);
         self.applied = applied;
@@ -470,6 +481,28 @@ fn ensure_history_only(db: &Db) -> Result<(), StorageError> {
         );
     }
     Ok(())
+}
+
+/// Takes out of `index` the versions below its compacted revision that the
+/// compaction rule drops, and hands their records to the deleter: what a
+/// crash or a snapshot's sender left before the deleter removed it.
+pub(crate) fn drop_leftovers(index: &mut HistIndex, deleter: &DeleterHandle) {
+    let position = index.position();
+    if position.compacted == 0 {
+        return;
+    }
+    let leftovers = index.compaction(position.compacted, &[]);
+    let keys: Vec<Vec<u8>> = leftovers.keys().collect();
+    if keys.is_empty() {
+        return;
+    }
+    tracing::info!(
+        "{} history records below the compacted revision {} are left to delete",
+        keys.len(),
+        position.compacted
+    );
+    index.update(&[], Some(&leftovers), position.applied, position.revision);
+    deleter.delete(hist_cf(position.cf), keys);
 }
 
 /// Reads `key`'s latest version from the history column family `cf`,
@@ -800,7 +833,8 @@ impl<'a> Pending<'a> {
     }
 
     /// The batch that writes everything: the history, and a compaction's
-    /// deletes after it (also returned, for the history index).
+    /// compacted revision, with the versions it drops (returned, for the
+    /// history index and the deleter).
     fn batch(&self) -> Result<(WriteBatch, Option<CompactionDeletes>), StorageError> {
         let bytes: usize = self
             .history
@@ -817,11 +851,10 @@ impl<'a> Pending<'a> {
             let record = v.state.as_ref().map(encode_kv).unwrap_or_default();
             batch.put_cf(hist, history_key(&v.key, v.revision), &record);
         }
+        // The records a compaction drops are deleted beside the loop
+        // (`deleter.rs`), once the index no longer names them.
         let compaction = self.compact_to.map(|revision| {
             let deletes = self.hist.compaction(revision, &self.history);
-            for key in deletes.keys() {
-                batch.delete_cf(hist, key);
-            }
             batch.put_cf(
                 self.db.cf(CF_META),
                 META_KV_COMPACTED,

@@ -21,8 +21,9 @@
 //! | `meta`        | `kv_state`                 | version, applied index, revision                   |
 //! | `meta`        | `kv_cf`                    | version, which of `kv`/`kv_alt` is in use          |
 //! | `meta`        | `kv_compacted`             | version, the compacted revision                    |
-//! | `kv`, `kv_alt`| the user's key             | version, create/mod revision, version, lease, value |
-//! | `hist`, `hist_alt` | escaped key, revision | the key's record at that revision; empty: deleted  |
+//! | `meta`        | `hist_layout`              | the layout of the state (`db.rs`)                  |
+//! | `kv`, `kv_alt`| empty (earlier layouts: the user's key) | (earlier layouts: the key's record)   |
+//! | `hist`, `hist_alt` | revision `i64` big-endian, then the user's key | the key's record at that revision (version, create/mod revision, version, lease, value); empty: deleted |
 //!
 //! Big-endian index keys make RocksDB's byte order the log's order, so a
 //! suffix or prefix of the log is one `delete_range`. Every value starts
@@ -50,8 +51,13 @@
 //!   caller purges only applied entries (the core's `compact` refuses
 //!   anything else); `LogStore::purge` itself does not know the applied
 //!   index.
+//! * **A compaction's records are deleted after it.** The `Compact` entry's
+//!   batch stores the compacted revision; the records it drops, which no
+//!   read can reach from then on, are deleted by a thread beside the node
+//!   loop, oldest first, and what a crash leaves of them is found again on
+//!   open (see `deleter.rs`).
 //! * **A snapshot is installed all at once.** It is received into the
-//!   key-value column family not in use and switched in with one synced
+//!   history column family not in use and switched in with one synced
 //!   batch (see `snapshot.rs`).
 //! * **Damage is reported, never repaired.** The database is opened with
 //!   paranoid checks and read with checksum verification; a new database is
@@ -74,6 +80,7 @@
 mod codec;
 mod command;
 mod db;
+mod deleter;
 mod error;
 mod history;
 mod index;

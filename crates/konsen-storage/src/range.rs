@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::codec::decode_kv;
 use crate::db::{Db, KvPosition, hist_cf};
+use crate::deleter::DeleterHandle;
 use crate::error::{RequestError, StorageError};
 use crate::history::{Located, read_version};
 use crate::kv::{KeyValue, KvStore, SharedHistIndex};
@@ -195,6 +196,7 @@ impl KvStore {
         KvReader {
             db: Arc::clone(&self.db),
             hist: self.hist.clone(),
+            deleter: self.deleter.handle().clone(),
         }
     }
 }
@@ -206,6 +208,7 @@ impl KvStore {
 pub struct KvReader {
     pub(crate) db: Arc<Db>,
     pub(crate) hist: SharedHistIndex,
+    pub(crate) deleter: DeleterHandle,
 }
 
 impl KvReader {
@@ -233,6 +236,13 @@ impl KvReader {
         let path = crate::txn::TxnPath::decide(&state, txn)?;
         crate::txn::check_path(&state, txn, &path)?.map_err(StorageError::Request)?;
         crate::txn::run_read_only(&state, txn, &path)
+    }
+
+    /// Waits until the history records of every compaction applied so far
+    /// are deleted from the disk (etcd's `physical` compaction). Blocking:
+    /// run it off the async runtime.
+    pub fn wait_for_compaction(&self) {
+        self.deleter.wait();
     }
 
     /// The current and compacted revisions of the latest applied state.

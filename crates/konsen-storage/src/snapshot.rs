@@ -45,9 +45,10 @@ use crate::db::{
     CF_LOG, CF_META, Db, KvPosition, META_HARD_STATE, META_KV_CF, META_KV_COMPACTED, META_KV_STATE,
     META_PURGED, hist_cf, other_kv_cf,
 };
+use crate::deleter::DeleterHandle;
 use crate::error::StorageError;
 use crate::history::{HistIndex, Located, history_key, parse_history_key};
-use crate::kv::{KvStore, REVISION_INITIAL, SharedHistIndex};
+use crate::kv::{KvStore, REVISION_INITIAL, SharedHistIndex, drop_leftovers};
 use crate::log::LogStore;
 use crate::range::KeyRange;
 
@@ -74,6 +75,7 @@ pub struct SnapshotStats {
 pub struct Snapshots {
     db: Arc<Db>,
     hist: SharedHistIndex,
+    deleter: DeleterHandle,
     receiving: Arc<AtomicBool>,
 }
 
@@ -83,6 +85,7 @@ impl KvStore {
         Snapshots {
             db: Arc::clone(&self.db),
             hist: self.hist.clone(),
+            deleter: self.deleter.handle().clone(),
             receiving: Arc::clone(&self.receiving),
         }
     }
@@ -198,6 +201,9 @@ impl Snapshots {
         // The column family in use only changes by installing a received
         // snapshot, and none is being received but this one.
         let cf = other_kv_cf(self.db.kv_position(None)?.cf);
+        // Deletes queued for it while it was in use must not land in what
+        // is received now.
+        self.deleter.wait();
         self.db.clear(cf)?;
         self.db.clear(hist_cf(cf))?;
         Ok(Receiving {
@@ -464,7 +470,9 @@ pub fn install_snapshot(
         revision,
         compacted: staged.compacted,
     };
-    let (staged_hist, staged_keys) = HistIndex::load(db, staged_position)?;
+    let (mut staged_hist, staged_keys) = HistIndex::load(db, staged_position)?;
+    // The sender's view may hold records its deleter had not removed yet.
+    drop_leftovers(&mut staged_hist, kv.deleter.handle());
     let mut batch = WriteBatch::default();
     log.replace_with_snapshot(&mut batch, index, term);
     batch.put_cf(

@@ -378,3 +378,77 @@ fn a_history_that_differs_from_the_current_records_is_refused() {
         assert!(!kv_is_empty(&dir), "{key} {value:?}: nothing was cleared");
     }
 }
+
+/// The raw history records of the dir, as (revision, user key) → value.
+fn raw_history(dir: &TempDir) -> std::collections::BTreeMap<(i64, Vec<u8>), Vec<u8>> {
+    let db = open_raw(dir);
+    let hist = db.cf_handle("hist").unwrap();
+    db.iterator_cf(hist, rocksdb::IteratorMode::Start)
+        .map(Result::unwrap)
+        .map(|(raw, value)| {
+            let (rev, key) = raw.split_at(8);
+            let rev = i64::from_be_bytes(rev.try_into().unwrap());
+            ((rev, key.to_vec()), value.to_vec())
+        })
+        .collect()
+}
+
+/// A compaction's records are deleted beside the apply (`deleter.rs`);
+/// those a crash left behind are found and deleted when the store opens,
+/// and never read: reads at every revision since the compaction are
+/// unchanged, and `b`, deleted before the compaction, stays deleted.
+#[test]
+fn records_a_compaction_left_on_disk_are_deleted_on_open() {
+    let dir = TempDir::new().unwrap();
+    let mut store = open(&dir, IDENTITY).unwrap();
+    // a@2, b@3, b deleted @4, a@5, c@6.
+    apply(
+        &mut store,
+        &[
+            Command::put("a", "1"),
+            Command::put("b", "1"),
+            Command::delete_range("b", ""),
+            Command::put("a", "2"),
+            Command::put("c", "1"),
+        ],
+    );
+    drop(store);
+    let all = raw_history(&dir);
+    assert_eq!(all.len(), 5);
+
+    let mut store = open(&dir, IDENTITY).unwrap();
+    apply(&mut store, &[Command::Compact { revision: 5 }]);
+    let before = every_revision(&store);
+    assert_eq!(before.len(), 2, "revisions 5 and 6: {before:?}");
+    store.kv.reader().wait_for_compaction();
+    drop(store);
+    let kept = raw_history(&dir);
+    let dropped = [(2, b"a".to_vec()), (3, b"b".to_vec()), (4, b"b".to_vec())];
+    for version in &dropped {
+        assert!(!kept.contains_key(version), "{version:?} deleted: {kept:?}");
+    }
+    assert_eq!(kept.len(), 2);
+
+    // A crash while the deleter worked, oldest first, leaves the newest
+    // dropped versions: `a`@2 (older than its kept version) and `b`'s
+    // delete @4.
+    let db = open_raw(&dir);
+    let hist = db.cf_handle("hist").unwrap();
+    for (rev, key) in [(2i64, b"a".to_vec()), (4, b"b".to_vec())] {
+        let mut raw = rev.to_be_bytes().to_vec();
+        raw.extend_from_slice(&key);
+        db.put_cf(hist, raw, &all[&(rev, key)]).unwrap();
+    }
+    drop(db);
+    assert_eq!(raw_history(&dir).len(), 4);
+
+    let store = open(&dir, IDENTITY).unwrap();
+    assert_eq!(every_revision(&store), before);
+    assert_eq!(
+        values_at(&store, 6).unwrap(),
+        vec![pair("a", "2"), pair("c", "1")]
+    );
+    store.kv.reader().wait_for_compaction();
+    drop(store);
+    assert_eq!(raw_history(&dir), kept, "the leftovers are deleted");
+}

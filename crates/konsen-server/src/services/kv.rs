@@ -151,19 +151,29 @@ impl Kv for KvService {
     }
 
     /// Goes through the log like a write: every node drops the same
-    /// history at the same point. The history is dropped as the entry is
-    /// applied, so `physical` is always honoured.
+    /// history at the same point. Reads below it are refused once the entry
+    /// is applied; its records are deleted from the disk beside the node
+    /// loop, and with `physical` the answer waits for that.
     async fn compact(
         &self,
         request: Request<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
         let _permit = self.shared.admit()?;
-        let revision = request.into_inner().revision;
+        let request = request.into_inner();
+        let revision = request.revision;
         let outcome = self.shared.write(Command::Compact { revision }).await?;
         match outcome.result {
-            WriteResult::Compact(c) => Ok(Response::new(CompactionResponse {
-                header: Some(self.shared.header(c.revision, outcome.term)),
-            })),
+            WriteResult::Compact(c) => {
+                if request.physical {
+                    let reader = self.shared.reader.clone();
+                    tokio::task::spawn_blocking(move || reader.wait_for_compaction())
+                        .await
+                        .map_err(|e| Status::internal(format!("physical compaction: {e}")))?;
+                }
+                Ok(Response::new(CompactionResponse {
+                    header: Some(self.shared.header(c.revision, outcome.term)),
+                }))
+            }
             WriteResult::Rejected(why) => Err(rejected_status(&why)),
             _ => Err(mismatched("compaction")),
         }
