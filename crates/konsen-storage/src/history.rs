@@ -110,6 +110,14 @@ pub(crate) fn parse_key_first_history_key(raw: &[u8]) -> Result<(Vec<u8>, i64), 
 /// order.
 pub(crate) type Located = Vec<(Vec<u8>, i64)>;
 
+/// [`HistIndex::visible`]'s answer, copied out of the index.
+pub(crate) fn owned(located: Vec<(&[u8], i64)>) -> Located {
+    located
+        .into_iter()
+        .map(|(key, rev)| (key.to_vec(), rev))
+        .collect()
+}
+
 /// One version in the history: the key's state as of a revision, `None`
 /// for a delete.
 #[derive(Clone, Debug, PartialEq, Eq)]

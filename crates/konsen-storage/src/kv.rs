@@ -121,7 +121,7 @@ pub struct KvStore {
     /// What puts need of the live keys' records, in memory.
     pub(crate) index: KeyIndex,
     /// Deletes the records that compactions dropped, beside the loop.
-    pub(crate) deleter: Arc<Deleter>,
+    pub(crate) deleter: Deleter,
     /// Which versions the history holds, and the compacted revision (reads
     /// below it are refused), shared with the readers. A batch is written
     /// and taken in under its write lock, so a reader that takes a view of
@@ -191,7 +191,7 @@ impl KvStore {
             )));
         }
         let (mut hist, index) = HistIndex::load(&db, position)?;
-        let deleter = Arc::new(Deleter::start(Arc::clone(&db)));
+        let deleter = Deleter::start(Arc::clone(&db));
         drop_leftovers(&mut hist, deleter.handle());
         let hist = SharedHistIndex::new(hist);
         Ok(KvStore {
@@ -606,15 +606,7 @@ impl<'a> Pending<'a> {
 
     /// The keys in `range` as of this point in the batch, sorted.
     fn scan(&self, range: &KeyRange) -> Result<Vec<KeyValue>, StorageError> {
-        range_at(
-            self.db,
-            self.hist,
-            None,
-            hist_cf(self.cf),
-            range,
-            self.revision,
-            &self.history,
-        )
+        self.scan_at(range, self.revision)
     }
 
     fn execute(&mut self, command: Command) -> Result<ApplyOutcome, StorageError> {

@@ -8,7 +8,7 @@ use crate::codec::decode_kv;
 use crate::db::{Db, KvPosition, hist_cf};
 use crate::deleter::DeleterHandle;
 use crate::error::{RequestError, StorageError};
-use crate::history::{Located, read_version};
+use crate::history::{owned, read_version};
 use crate::kv::{KeyValue, KvStore, SharedHistIndex};
 
 /// How a range orders its keys (etcd `RangeRequest.SortOrder`).
@@ -305,13 +305,6 @@ fn history_at(
     located?
         .iter()
         .map(|(key, rev)| read_version(db, Some(&view), cf, key, *rev, false))
-        .collect()
-}
-
-fn owned(located: Vec<(&[u8], i64)>) -> Located {
-    located
-        .into_iter()
-        .map(|(key, rev)| (key.to_vec(), rev))
         .collect()
 }
 

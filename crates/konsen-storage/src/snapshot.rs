@@ -47,7 +47,7 @@ use crate::db::{
 };
 use crate::deleter::DeleterHandle;
 use crate::error::StorageError;
-use crate::history::{HistIndex, Located, history_key, parse_history_key};
+use crate::history::{HistIndex, Located, history_key, owned, parse_history_key};
 use crate::kv::{KvStore, REVISION_INITIAL, SharedHistIndex, drop_leftovers};
 use crate::log::LogStore;
 use crate::range::KeyRange;
@@ -174,11 +174,7 @@ impl Snapshots {
     /// of its latest version, in key order.
     fn live(&self) -> (rocksdb::Snapshot<'_>, Located) {
         let (view, _, live) = self.hist.view(&self.db, |index, _| {
-            index
-                .visible(&KeyRange::new(vec![0], vec![0]), i64::MAX)
-                .into_iter()
-                .map(|(key, revision)| (key.to_vec(), revision))
-                .collect()
+            owned(index.visible(&KeyRange::new(vec![0], vec![0]), i64::MAX))
         });
         (view, live)
     }

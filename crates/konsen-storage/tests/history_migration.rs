@@ -223,25 +223,8 @@ fn key_first(key: &[u8], revision: i64) -> Vec<u8> {
 /// and reads the same at every revision.
 #[test]
 fn a_dir_with_key_first_history_is_converted() {
-    let dir = TempDir::new().unwrap();
-    let mut store = open(&dir, IDENTITY).unwrap();
-    apply(
-        &mut store,
-        &[
-            Command::put("a", "1"),
-            Command::put("a\0b", "1"),
-            Command::put("b", "1"),
-            Command::put("a", "2"),
-            Command::delete_range("b", ""),
-            Command::put("c", "1"),
-            Command::Compact { revision: 3 },
-            Command::put("a\0b", "2"),
-            Command::put("a", "3"),
-        ],
-    );
-    let before = every_revision(&store);
+    let (dir, before) = dir_with_history();
     assert_eq!(before.len(), 7, "revisions 3 to 9: {before:?}");
-    drop(store);
 
     let db = open_raw(&dir);
     write_current_records(&db);
