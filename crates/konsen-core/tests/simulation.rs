@@ -22,6 +22,7 @@ fn run_seeds(nodes: u64, first: u64, count: u64) {
             nodes,
             seed,
             negative_control: None,
+            cas_bug: false,
         }) {
             Ok(s) => {
                 total.proposals_accepted += s.proposals_accepted;
@@ -32,6 +33,8 @@ fn run_seeds(nodes: u64, first: u64, count: u64) {
                 total.transfers += s.transfers;
                 total.compactions += s.compactions;
                 total.snapshots_installed += s.snapshots_installed;
+                total.cas_written += s.cas_written;
+                total.cas_failed += s.cas_failed;
                 total.unsynced_appends += s.unsynced_appends;
                 total.unsynced_entries_lost += s.unsynced_entries_lost;
             }
@@ -56,6 +59,8 @@ fn run_seeds(nodes: u64, first: u64, count: u64) {
         transfers,
         compactions,
         snapshots_installed,
+        cas_written,
+        cas_failed,
         unsynced_appends,
         unsynced_entries_lost,
         ..
@@ -68,6 +73,8 @@ fn run_seeds(nodes: u64, first: u64, count: u64) {
         ("leader transfers", transfers),
         ("compactions", compactions),
         ("snapshot installs", snapshots_installed),
+        ("compare-and-swaps that wrote", cas_written),
+        ("compare-and-swaps that failed", cas_failed),
         ("unsynced leader appends", unsynced_appends),
         ("unsynced entries lost in a crash", unsynced_entries_lost),
     ] {
@@ -118,6 +125,7 @@ fn replay() {
         nodes,
         seed,
         negative_control: None,
+        cas_bug: false,
     }) {
         Ok(stats) => eprintln!("seed {seed} on {nodes} nodes passed: {stats:?}"),
         Err(v) => panic!("{v}"),
@@ -131,6 +139,7 @@ fn first_violation(control: NegativeControl, nodes: u64, seeds: u64) -> Option<V
             nodes,
             seed,
             negative_control: Some(control),
+            cas_bug: false,
         })
         .err()
     })
@@ -172,5 +181,32 @@ fn negative_control_count_unsynced_own_entries_is_caught() {
         NegativeControl::CountUnsyncedOwnEntries,
         2000,
         "a leader counting its unsynced entries",
+    );
+}
+
+/// Negative control for State Machine Safety's state check: node 1 applies
+/// compare-and-swaps without comparing, so it applies the same log as the
+/// others but reaches another state. The checker must catch it, directly
+/// or through a snapshot node 1 sends.
+#[test]
+fn negative_control_a_node_that_applies_cas_wrongly_is_caught() {
+    let seeds = 20;
+    let v = (0..seeds)
+        .find_map(|seed| {
+            run_seed(SimOptions {
+                nodes: 3,
+                seed,
+                negative_control: None,
+                cas_bug: true,
+            })
+            .err()
+        })
+        .unwrap_or_else(|| {
+            panic!("the simulator must detect a wrong compare within {seeds} seeds")
+        });
+    eprintln!("caught as expected:\n{v}");
+    assert!(
+        v.message.contains("State Machine Safety") && v.message.contains("another state"),
+        "unexpected violation: {v}"
     );
 }

@@ -18,7 +18,7 @@ pub struct Checker {
     /// (index, term) then implies identical prefixes.
     entries: BTreeMap<(Index, Term), (Term, Bytes)>,
     /// State Machine Safety: what was applied at each index, anywhere,
-    /// with the digest of the whole applied prefix up to it.
+    /// with the digest of the state it left.
     applied_log: BTreeMap<Index, (Term, Bytes, u64)>,
     /// For each applied index, the term of the node that applied it first,
     /// at that moment: the entry was committed in that term or an earlier
@@ -137,8 +137,17 @@ impl Checker {
     }
 
     /// State Machine Safety (§5.4.3): no two nodes apply different commands
-    /// at one index, and each node applies in order without gaps.
-    pub fn applied_entry(&mut self, id: NodeId, node_term: Term, e: &Entry) -> Result<(), String> {
+    /// at one index, or reach different states by applying it, and each
+    /// node applies in order without gaps. `state` is the digest of the
+    /// node's state machine after applying `e`. Returns whether `e` was
+    /// applied here first.
+    pub fn applied_entry(
+        &mut self,
+        id: NodeId,
+        node_term: Term,
+        e: &Entry,
+        state: u64,
+    ) -> Result<bool, String> {
         let last = self.applied(id);
         if e.index != last + 1 {
             return Err(format!(
@@ -146,32 +155,41 @@ impl Checker {
                 e.index
             ));
         }
-        match self.applied_log.get(&e.index) {
+        let first = match self.applied_log.get(&e.index) {
             Some((term, data, _)) if *term != e.term || *data != e.data => {
                 return Err(format!(
                     "State Machine Safety: n{id} applies {:?} (term {}) at index {}, another node applied {:?} (term {term})",
                     e.data, e.term, e.index, data
                 ));
             }
-            Some(_) => {}
+            Some((_, _, digest)) if *digest != state => {
+                return Err(format!(
+                    "State Machine Safety: applying {:?} at index {} leaves n{id} in another state than it left \
+                     the node that applied it first",
+                    e.data, e.index
+                ));
+            }
+            Some(_) => false,
             None => {
-                let prev = self.prefix_digest(e.index - 1).ok_or_else(|| {
-                    format!(
+                if self.prefix_digest(e.index - 1).is_none() {
+                    return Err(format!(
                         "State Machine Safety: n{id} applies {} before anyone applied {}",
                         e.index,
                         e.index - 1
-                    )
-                })?;
+                    ));
+                }
                 self.applied_log
-                    .insert(e.index, (e.term, e.data.clone(), digest(prev, e)));
+                    .insert(e.index, (e.term, e.data.clone(), state));
                 self.committed_by_term.insert(e.index, node_term);
+                true
             }
-        }
+        };
         self.applied.insert(id, e.index);
-        Ok(())
+        Ok(first)
     }
 
-    /// The digest of the state after applying everything up to `index`.
+    /// The digest of the state after applying everything up to `index`
+    /// (0 before anything: no node's state digest is compared to it).
     pub fn prefix_digest(&self, index: Index) -> Option<u64> {
         if index == 0 {
             return Some(0);
@@ -264,12 +282,4 @@ impl Checker {
         }
         Ok(())
     }
-}
-
-/// Folds one applied entry into a state digest.
-pub fn digest(prev: u64, e: &Entry) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    (prev, e.index, e.term, &e.data[..]).hash(&mut h);
-    h.finish()
 }

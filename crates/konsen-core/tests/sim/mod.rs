@@ -4,8 +4,8 @@
 //! delays, drops, duplicates and reorders messages and can be partitioned,
 //! symmetrically or one way. Nodes crash (losing everything not persisted,
 //! sometimes between sending a leader's early appends and persisting them)
-//! and restart from their disk. Clients propose unique commands, ask for
-//! ReadIndex reads and leader transfers.
+//! and restart from their disk. Clients propose puts and compare-and-swaps
+//! on a few keys (`kv`), ask for ReadIndex reads and leader transfers.
 //!
 //! After every step the checker verifies the safety properties of Raft
 //! (paper Figure 3) and ReadIndex linearizability; after the faults heal it
@@ -13,6 +13,7 @@
 //! exactly.
 
 pub mod checker;
+pub mod kv;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, VecDeque};
@@ -27,6 +28,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use checker::Checker;
+use kv::{Command, Outcome, ToyKv};
 
 /// Steps per tick: message delays are counted in steps, so most messages
 /// arrive within a tick, as on a real network.
@@ -49,6 +51,9 @@ pub struct SimOptions {
     pub nodes: u64,
     pub seed: u64,
     pub negative_control: Option<NegativeControl>,
+    /// A state machine bug, not a core one, for the negative control of the
+    /// state check: node 1 applies compare-and-swaps without comparing.
+    pub cas_bug: bool,
 }
 
 /// A safety or liveness violation, with what led to it.
@@ -89,22 +94,20 @@ struct SimNode {
     raw: Option<RawNode>,
     disk: MemStorage,
     restarts: u64,
-    /// The state machine: applied index and digest of the applied prefix.
-    /// Volatile: lost in a crash.
-    state: (Index, u64),
-    /// The last snapshot taken or installed (index, term, state digest).
-    /// Durable, like the disk.
+    /// The state machine. Volatile: lost in a crash.
+    state: ToyKv,
+    /// The last snapshot taken or installed. Durable, like the disk.
     snapshot: Option<Snapshot>,
     /// A snapshot received from the leader, waiting for the core to accept it.
     staged: Option<Snapshot>,
 }
 
-/// A snapshot's contents in the simulation: the digest of the state.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A snapshot: the state machine at `index`.
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct Snapshot {
     index: Index,
     term: Term,
-    state: u64,
+    state: ToyKv,
 }
 
 /// A message on the wire, ordered by delivery step then send order.
@@ -161,6 +164,10 @@ pub struct Stats {
     pub transfers: u64,
     pub compactions: u64,
     pub snapshots_installed: u64,
+    /// Compare-and-swaps committed that wrote, and that found another
+    /// mod index (counted once per index, not per node).
+    pub cas_written: u64,
+    pub cas_failed: u64,
     /// Leader `Ready`s whose entries were written without a sync.
     pub unsynced_appends: u64,
     /// Entries a crash took from a disk before any sync covered them.
@@ -195,7 +202,7 @@ impl Sim {
                 raw: None,
                 disk: MemStorage::new(),
                 restarts: 0,
-                state: (0, 0),
+                state: ToyKv::default(),
                 snapshot: None,
                 staged: None,
             });
@@ -227,7 +234,10 @@ impl Sim {
         config.small_appends_inflight_max = [2, 1, 3][(self.opts.seed / 4 % 3) as usize];
         config.unsafe_negative_control = self.opts.negative_control;
         // The state machine restarts from the last snapshot, if any.
-        node.state = node.snapshot.map_or((0, 0), |s| (s.index, s.state));
+        node.state = node
+            .snapshot
+            .as_ref()
+            .map_or_else(ToyKv::default, |s| s.state.clone());
         node.staged = None;
         let restored = RestoredState {
             hard_state: stored.hard_state,
@@ -235,11 +245,11 @@ impl Sim {
             snapshot_index: stored.purged_index,
             snapshot_term: stored.purged_term,
             entries: stored.entries,
-            applied: node.state.0,
+            applied: node.state.applied(),
         };
         node.raw = Some(RawNode::new(config, restored).expect("restored state is valid"));
         node.restarts += 1;
-        let applied = node.state.0;
+        let applied = node.state.applied();
         self.checker.node_restarted(id, applied);
     }
 
@@ -315,7 +325,7 @@ impl Sim {
         // Liveness 2: proposals at that leader commit and apply everywhere.
         let mut targets = Vec::new();
         for _ in 0..FINAL_PROPOSALS {
-            let value = self.fresh_value();
+            let value = self.fresh_command(leader);
             let raw = self.nodes[(leader - 1) as usize]
                 .raw
                 .as_mut()
@@ -401,9 +411,24 @@ impl Sim {
             .then_some(leader)
     }
 
-    fn fresh_value(&mut self) -> Bytes {
+    /// A command for a client at node `id`: a put, or a compare-and-swap
+    /// against the mod index the node's own state shows for the key (a
+    /// follower's may be stale, so some fail, as clients' do).
+    fn fresh_command(&mut self, id: NodeId) -> Bytes {
         self.next_value += 1;
-        Bytes::from(format!("v{}", self.next_value))
+        let key = format!("k{}", self.rng.random_range(0..kv::KEYS));
+        let value = format!("v{}", self.next_value);
+        let command = if self.rng.random_bool(0.5) {
+            Command::Put { key, value }
+        } else {
+            let expected_mod = self.nodes[(id - 1) as usize].state.mod_index(&key);
+            Command::Cas {
+                key,
+                expected_mod,
+                value,
+            }
+        };
+        command.encode()
     }
 
     /// One step: maybe a fault, maybe client requests, a tick every
@@ -484,7 +509,7 @@ impl Sim {
     fn compact(&mut self, id: NodeId) {
         let node = &mut self.nodes[(id - 1) as usize];
         let raw = node.raw.as_mut().expect("live");
-        let (index, state) = node.state;
+        let index = node.state.applied();
         if index <= raw.log().offset() || raw.compact(index).is_err() {
             return;
         }
@@ -493,7 +518,11 @@ impl Sim {
             .term(index)
             .expect("the compaction point's term is kept");
         node.disk.purge(index).expect("compaction point is stored");
-        node.snapshot = Some(Snapshot { index, term, state });
+        node.snapshot = Some(Snapshot {
+            index,
+            term,
+            state: node.state.clone(),
+        });
         self.stats.compactions += 1;
         self.event(format!("n{id} snapshots at {index} and compacts its log"));
     }
@@ -553,7 +582,7 @@ impl Sim {
                 return;
             }
             let id = live[self.rng.random_range(0..live.len())];
-            let value = self.fresh_value();
+            let value = self.fresh_command(id);
             let raw = self.nodes[(id - 1) as usize].raw.as_mut().expect("live");
             if raw.propose(value).is_ok() {
                 self.stats.proposals_accepted += 1;
@@ -578,9 +607,10 @@ impl Sim {
     fn send(&mut self, msg: Message) {
         let snapshot = match &msg.body {
             MessageBody::InstallSnapshot { meta } => {
-                let snap = self.nodes[(msg.from - 1) as usize].snapshot;
+                let snap = self.nodes[(msg.from - 1) as usize].snapshot.clone();
                 assert!(
-                    snap.is_some_and(|s| s.index == meta.index && s.term == meta.term),
+                    snap.as_ref()
+                        .is_some_and(|s| s.index == meta.index && s.term == meta.term),
                     "sim: n{} asked to send snapshot {meta:?} but holds {snap:?}",
                     msg.from
                 );
@@ -605,7 +635,7 @@ impl Sim {
             self.net.push(Reverse(InFlight {
                 at: self.step_no + delay,
                 seq: self.send_seq,
-                msg: WireMsg(msg.clone(), snapshot),
+                msg: WireMsg(msg.clone(), snapshot.clone()),
             }));
         }
     }
@@ -692,11 +722,17 @@ impl Sim {
                     "sim: staged snapshot mismatch"
                 );
                 node.disk.install_snapshot(meta.index, meta.term);
+                assert_eq!(
+                    snap.state.applied(),
+                    snap.index,
+                    "sim: a snapshot's state is at its index"
+                );
+                let (index, digest) = (snap.index, snap.state.digest());
+                node.state = snap.state.clone();
                 node.snapshot = Some(snap);
-                node.state = (snap.index, snap.state);
                 self.stats.snapshots_installed += 1;
                 self.checker
-                    .snapshot_installed(id, snap.index, snap.state)
+                    .snapshot_installed(id, index, digest)
                     .map_err(|e| self.violation(e))?;
                 self.event(format!("n{id} installs snapshot at {}", meta.index));
             }
@@ -735,12 +771,21 @@ impl Sim {
                 self.send(m);
             }
             let term = self.nodes[idx].raw.as_ref().expect("live").term();
+            let cas_bug = self.opts.cas_bug && id == 1;
             for e in &ready.committed_entries {
-                self.checker
-                    .applied_entry(id, term, e)
-                    .map_err(|e| self.violation(e))?;
                 let node = &mut self.nodes[idx];
-                node.state = (e.index, checker::digest(node.state.1, e));
+                let outcome = node.state.apply(e, cas_bug);
+                let first = self
+                    .checker
+                    .applied_entry(id, term, e, node.state.digest())
+                    .map_err(|e| self.violation(e))?;
+                if first {
+                    match outcome {
+                        Outcome::CasWritten => self.stats.cas_written += 1,
+                        Outcome::CasFailed => self.stats.cas_failed += 1,
+                        Outcome::Nothing | Outcome::Written => {}
+                    }
+                }
                 self.stats.entries_committed += 1;
             }
             for rs in &ready.read_states {
