@@ -119,9 +119,10 @@ pub(crate) fn owned(located: Vec<(&[u8], i64)>) -> Located {
 }
 
 /// One version in the history: the key's state as of a revision, `None`
-/// for a delete.
+/// for a delete. Exported as [`crate::Change`]: what the change feed and
+/// [`crate::KvReader::changes`] hand out.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Version {
+pub struct Version {
     pub key: Vec<u8>,
     pub revision: i64,
     pub state: Option<KeyValue>,
@@ -232,6 +233,15 @@ impl HistIndex {
     /// Where the state the index describes stands.
     pub(crate) fn position(&self) -> KvPosition {
         self.position
+    }
+
+    /// Whether the index holds `key`'s version at `revision`.
+    pub(crate) fn has_version(&self, key: &[u8], revision: i64) -> bool {
+        self.versions.get(key).is_some_and(|stored| {
+            stored
+                .binary_search_by_key(&revision, |s| s.revision)
+                .is_ok()
+        })
     }
 
     /// The revision of `key`'s latest version, unless it is deleted (or

@@ -127,6 +127,9 @@ pub struct KvStore {
     /// and taken in under its write lock, so a reader that takes a view of
     /// the database under its read lock sees the two agree.
     pub(crate) hist: SharedHistIndex,
+    /// The change feed, once turned on: the versions applied batches
+    /// wrote, until [`KvStore::take_changes`] takes them.
+    pub(crate) feed: Option<Vec<Version>>,
 }
 
 /// The history index shared by the store and its readers.
@@ -203,6 +206,7 @@ impl KvStore {
             receiving: Arc::default(),
             index,
             hist,
+            feed: None,
         })
     }
 
@@ -299,9 +303,32 @@ impl KvStore {
                 .delete(hist_cf(self.cf), compaction.keys().collect());
         }
         self.index.update(&history);
+        if let Some(feed) = &mut self.feed {
+            // A txn's changes in key order, as the history holds them, so
+            // that the feed and a read of the history agree.
+            let start = feed.len();
+            feed.extend(history);
+            feed[start..].sort_by(|a, b| (a.revision, &a.key).cmp(&(b.revision, &b.key)));
+        }
         self.applied = applied;
         self.revision = revision;
         Ok(results)
+    }
+
+    /// Turns the change feed on: from now on every applied change is kept
+    /// until [`KvStore::take_changes`] takes it. Off by default, so that a
+    /// store nobody takes changes from does not grow.
+    pub fn feed_changes(&mut self) {
+        self.feed.get_or_insert_with(Vec::new);
+    }
+
+    /// The changes applied since the last call, in revision order (a txn's
+    /// changes share one revision, in key order), each readable
+    /// by the store's readers already. Empty while the feed is off. A
+    /// snapshot install is no change: whoever follows the feed must read
+    /// what it missed with [`KvReader::changes`].
+    pub fn take_changes(&mut self) -> Vec<Version> {
+        self.feed.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// Reads one key at the current revision.

@@ -77,6 +77,7 @@
 //! * `codec.rs`: the on-disk record formats.
 //! * `options.rs`, `error.rs`: settings and errors.
 
+mod changes;
 mod codec;
 mod command;
 mod db;
@@ -92,8 +93,10 @@ mod snapshot;
 mod store;
 mod txn;
 
+pub use changes::{CHANGES_SCAN_MAX, ChangesRead};
 pub use command::Command;
 pub use error::{DecodeError, RequestError, StorageError};
+pub use history::Version as Change;
 pub use kv::{
     ApplyOutcome, ApplyResult, CompactResult, DeleteRangeResult, KeyValue, KvStore, PutResult,
     REVISION_INITIAL,
