@@ -28,7 +28,7 @@ pub struct ChangesRead {
 impl KvReader {
     /// The changes to keys in `key`..`range_end` (etcd's range rules) at
     /// revisions from `from` on, at most about `changes_max` of them (a
-    /// revision is never split) and after scanning at most
+    /// revision is never split; at least one revision is read) and after scanning at most
     /// `CHANGES_SCAN_MAX` records of other keys.
     ///
     /// A delete is a version without state. Refused with
@@ -42,6 +42,8 @@ impl KvReader {
         from: i64,
         changes_max: usize,
     ) -> Result<ChangesRead, StorageError> {
+        // A page holds at least one revision, so that paging advances.
+        let changes_max = changes_max.max(1);
         let range = KeyRange::new(key, range_end);
         let db = &*self.db;
         let (view, position, kept_at_compacted) = self.hist.view(db, |index, position| {
