@@ -11,11 +11,11 @@
 //!   revision itself only the puts remain (the compaction dropped the
 //!   deletes there), whether or not the deleter has run.
 
+mod support;
+
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use konsen_core::storage::Storage;
-use konsen_core::{Entry, EntryKind, HardState, Index};
 use konsen_storage::{
     Change, Command, KeyValue, NodeIdentity, RequestError, RocksStore, StorageError,
     StorageOptions, Txn, TxnOp,
@@ -28,24 +28,7 @@ const KEYS: u32 = 8;
 const STEPS: usize = 300;
 
 fn apply(store: &mut RocksStore, commands: &[Command]) {
-    let first = store.log.last() + 1;
-    let entries: Vec<Entry> = commands
-        .iter()
-        .enumerate()
-        .map(|(i, c)| Entry {
-            index: first + i as Index,
-            term: 1,
-            kind: EntryKind::Normal,
-            data: c.encode(),
-        })
-        .collect();
-    let hs = HardState {
-        term: 1,
-        vote: Some(1),
-        commit: first + entries.len() as Index - 1,
-    };
-    store.log.append(Some(hs), &entries).unwrap();
-    store.kv.apply(&entries).unwrap();
+    support::apply_committed(store, 1, commands);
 }
 
 /// The model: each live key's (value, create revision, version), the

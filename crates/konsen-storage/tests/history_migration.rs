@@ -8,9 +8,9 @@
 //! * with each key's current record in `kv` beside the history: checked
 //!   against the history, which becomes the only copy.
 
+mod support;
+
 use bytes::Bytes;
-use konsen_core::storage::Storage;
-use konsen_core::{Entry, EntryKind, HardState, Index};
 use konsen_storage::{
     Command, NodeIdentity, RangeRequest, RequestError, RocksStore, StorageError, StorageOptions,
 };
@@ -26,24 +26,7 @@ fn open(dir: &TempDir, identity: NodeIdentity) -> Result<RocksStore, StorageErro
 }
 
 fn apply(store: &mut RocksStore, commands: &[Command]) {
-    let first = store.log.last() + 1;
-    let entries: Vec<Entry> = commands
-        .iter()
-        .enumerate()
-        .map(|(i, c)| Entry {
-            index: first + i as Index,
-            term: 1,
-            kind: EntryKind::Normal,
-            data: c.encode(),
-        })
-        .collect();
-    let hs = HardState {
-        term: 1,
-        vote: Some(1),
-        commit: first + entries.len() as Index - 1,
-    };
-    store.log.append(Some(hs), &entries).unwrap();
-    store.kv.apply(&entries).unwrap();
+    support::apply_committed(store, 1, commands);
 }
 
 fn everything_at(revision: i64) -> RangeRequest {

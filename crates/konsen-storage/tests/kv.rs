@@ -2,6 +2,8 @@
 //! how entries are applied (once, in order, with no-ops and bad payloads),
 //! and a property test against a simple model.
 
+mod support;
+
 mod model;
 
 use bytes::Bytes;
@@ -36,20 +38,7 @@ fn normal(index: Index, data: Bytes) -> Entry {
 /// Appends commands to the log as committed entries, as a driver does,
 /// and applies them.
 fn apply(store: &mut RocksStore, commands: &[Command]) -> Vec<ApplyOutcome> {
-    let first = store.log.last() + 1;
-    let entries: Vec<Entry> = commands
-        .iter()
-        .enumerate()
-        .map(|(i, c)| normal(first + i as Index, c.encode()))
-        .collect();
-    let hs = HardState {
-        term: 1,
-        vote: Some(1),
-        commit: first + entries.len() as Index - 1,
-    };
-    store.log.append(Some(hs), &entries).expect("append");
-    let results = store.kv.apply(&entries).expect("apply");
-    results.into_iter().map(|r| r.outcome).collect()
+    support::apply_committed(store, 1, commands)
 }
 
 fn put_prev(key: &str, value: &str) -> Command {

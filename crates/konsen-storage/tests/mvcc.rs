@@ -10,6 +10,8 @@
 //! answered otherwise than etcd 3.4: the header revision of a historical
 //! read, the order of a txn's checks, and a nested txn's op limit.
 
+mod support;
+
 mod model;
 
 use bytes::Bytes;
@@ -727,25 +729,7 @@ fn the_workload_exercises_everything() {
 }
 
 fn apply(store: &mut RocksStore, commands: &[Command]) -> Vec<ApplyOutcome> {
-    let first = store.log.last() + 1;
-    let entries: Vec<Entry> = commands
-        .iter()
-        .enumerate()
-        .map(|(i, c)| Entry {
-            index: first + i as Index,
-            term: 1,
-            kind: EntryKind::Normal,
-            data: c.encode(),
-        })
-        .collect();
-    let hs = HardState {
-        term: 1,
-        vote: Some(1),
-        commit: first + entries.len() as Index - 1,
-    };
-    store.log.append(Some(hs), &entries).unwrap();
-    let results = store.kv.apply(&entries).unwrap();
-    results.into_iter().map(|r| r.outcome).collect()
+    support::apply_committed(store, 1, commands)
 }
 
 fn range_op(key: &str, revision: i64) -> TxnOp {

@@ -4,9 +4,11 @@
 //! after it; a follower that installs a snapshot serves the history since
 //! the compaction point.
 
+mod support;
+
 use bytes::Bytes;
+use konsen_core::HardState;
 use konsen_core::storage::Storage;
-use konsen_core::{Entry, EntryKind, HardState, Index};
 use konsen_storage::{
     Command, Compare, CompareResult, CompareTarget, NodeIdentity, RangeRequest, RequestError,
     RocksStore, SnapshotHeader, SortOrder, SortTarget, StorageError, StorageOptions, Txn, TxnOp,
@@ -27,24 +29,7 @@ fn open(dir: &TempDir, node: u64) -> RocksStore {
 
 /// Appends `commands` as committed entries of `term` and applies them.
 fn apply(store: &mut RocksStore, term: u64, commands: &[Command]) {
-    let first = store.log.last() + 1;
-    let entries: Vec<Entry> = commands
-        .iter()
-        .enumerate()
-        .map(|(i, c)| Entry {
-            index: first + i as Index,
-            term,
-            kind: EntryKind::Normal,
-            data: c.encode(),
-        })
-        .collect();
-    let hs = HardState {
-        term,
-        vote: Some(1),
-        commit: first + entries.len() as Index - 1,
-    };
-    store.log.append(Some(hs), &entries).expect("append");
-    store.kv.apply(&entries).expect("apply");
+    support::apply_committed(store, term, commands);
 }
 
 fn everything(store: &RocksStore) -> Vec<(Vec<u8>, Bytes, i64, i64, i64)> {
