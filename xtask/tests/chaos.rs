@@ -4,7 +4,10 @@
 //! swapped) linearizable and recover within the bound; and the negative
 //! control (the server's `unsafe_stale_reads`, which serves reads without
 //! ReadIndex) must be caught by the checker, which shows the suite can
-//! fail.
+//! fail. Every run also watches through the faults (a watch per node and
+//! a slow reader); the watch negative control (`unsafe_watch_ignore_gaps`,
+//! a watch stream that skips what it fell behind on) must be caught by
+//! the watch check.
 //!
 //! These run the xtask binary on the real `konsen-server`, taken from
 //! `XTASK_TEST_BIN_DIR` (CI sets it to `$CARGO_TARGET_DIR/release`), else
@@ -123,6 +126,33 @@ fn stale_reads_are_caught_by_the_checker() {
     assert!(
         stdout.contains("[chaos] VIOLATION: key"),
         "the negative control failed, but not with a linearizability violation: {shown}"
+    );
+    for line in stdout
+        .lines()
+        .filter(|l| l.contains("VIOLATION") || l.contains("seed"))
+    {
+        eprintln!("{line}");
+    }
+}
+
+#[test]
+fn watchers_that_skip_what_they_missed_are_caught_by_the_watch_check() {
+    let output = chaos(&[
+        "--scenario",
+        "kill-random",
+        "--duration",
+        NEGATIVE_CONTROL_SECS,
+        "--unsafe-watch-ignore-gaps",
+    ]);
+    let shown = text(&output);
+    assert!(
+        !output.status.success(),
+        "the watch negative control passed: lost events went unnoticed: {shown}"
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("[chaos] WATCH VIOLATION: "),
+        "the watch negative control failed, but not with a watch violation: {shown}"
     );
     for line in stdout
         .lines()

@@ -102,6 +102,11 @@ impl Cluster {
         &self.endpoints
     }
 
+    /// How long a command keeps trying.
+    pub fn deadline(&self) -> Duration {
+        self.deadline
+    }
+
     fn channel(endpoint: &str, timeout: Duration) -> Result<Channel, Status> {
         let timeouts = ChannelTimeouts {
             connect: PROBE_TIMEOUT,

@@ -7,6 +7,7 @@
 //! konsen-cli cas KEY EXPECTED NEW | cas --create KEY NEW
 //! konsen-cli txn < compares-and-requests   # etcdctl's `txn -i` syntax
 //! konsen-cli status | leader
+//! konsen-cli watch KEY [--prefix] [--rev N]   # until Ctrl-C
 //! konsen-cli                      # interactive prompt
 //! ```
 //!
@@ -21,6 +22,7 @@
 //! * `commands.rs`: the commands; `output.rs`: tables and JSON.
 //! * `txn.rs`: `txn` and `cas`; `txn_input.rs` parses etcdctl's text form
 //!   of a transaction, with `quoting.rs`.
+//! * `watch.rs`: `watch`, resumed on another node if one fails.
 //! * `repl.rs`: the interactive prompt.
 
 mod client;
@@ -30,6 +32,7 @@ mod quoting;
 mod repl;
 mod txn;
 mod txn_input;
+mod watch;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -124,6 +127,17 @@ enum Command {
     Status,
     /// The leader's endpoint.
     Leader,
+    /// Prints the events of KEY (or of every key starting with it) as
+    /// they happen, until Ctrl-C; any node serves it.
+    Watch {
+        key: String,
+        #[arg(long)]
+        prefix: bool,
+        /// Start at this revision (replaying the history from it); 0: from
+        /// now on.
+        #[arg(long, default_value_t = 0)]
+        rev: i64,
+    },
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -215,6 +229,9 @@ async fn run(args: Args) -> Result<()> {
         }
         Some(Command::Status) => commands::status(&mut cluster, format).await?,
         Some(Command::Leader) => commands::leader(&mut cluster, format).await?,
+        Some(Command::Watch { key, prefix, rev }) => {
+            return Ok(watch::watch(&cluster, &key, prefix, rev, format).await?);
+        }
     };
     if !out.is_empty() {
         println!("{out}");

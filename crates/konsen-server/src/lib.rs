@@ -10,12 +10,14 @@
 //!
 //! * `args.rs`, `settings.rs`: flags, the cluster file, the environment.
 //! * `node/`: the node loop owning the Raft core and the storage.
+//! * `feed.rs`: the applied changes, from the node loop to the watch streams.
 //! * `transport.rs`: outbound peer streams.
 //! * `services/`: the gRPC services; `server.rs`: the server hosting them.
 //! * `logging.rs`: log output.
 
 pub mod args;
 mod compactor;
+mod feed;
 mod grpc;
 pub mod logging;
 mod node;
@@ -97,11 +99,13 @@ where
     let peers = Arc::new(peers);
     let snapshots = store.kv.snapshots();
     let reader = store.kv.reader();
+    let hub = feed::WatchHub::new();
     let node = node::spawn(
         Arc::clone(&settings),
         store,
         transport,
         Arc::clone(&peers),
+        hub.clone(),
         shutdown_rx.clone(),
     )?;
     let shared = Shared {
@@ -112,6 +116,8 @@ where
         storage_options: settings.storage_options(),
         snapshots,
         reader,
+        hub,
+        watch_streams: Arc::new(Semaphore::new(settings.limits.watch_streams_max)),
     };
     tokio::spawn(compactor::run(shared.clone(), shutdown_rx.clone()));
     let mut server = tokio::spawn(server::serve(shared, incoming, shutdown_rx.clone()));

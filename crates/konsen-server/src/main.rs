@@ -62,6 +62,12 @@ async fn run(args: Args) -> Result<()> {
              never in production."
         );
     }
+    if settings.unsafe_watch_ignore_gaps {
+        warn!(
+            "UNSAFE: unsafe_watch_ignore_gaps is on: watchers that fall behind LOSE EVENTS. For \
+             fault-injection tests only; never in production."
+        );
+    }
     let store = open_store(&settings)?;
 
     let endpoint = settings.endpoint();

@@ -28,6 +28,7 @@ use konsen_rpc::etcd::etcdserverpb::{
     cluster_server::ClusterServer,
     kv_server::{Kv, KvServer},
     maintenance_server::MaintenanceServer,
+    watch_server::WatchServer,
 };
 use konsen_rpc::peer::raft_peer_server::RaftPeerServer;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -42,7 +43,9 @@ use tracing::{debug, warn};
 
 use crate::grpc;
 use crate::put::{self, PutPath};
-use crate::services::{ClusterService, KvService, MaintenanceService, PeerService, Shared};
+use crate::services::{
+    ClusterService, KvService, MaintenanceService, PeerService, Shared, WatchService,
+};
 
 /// What a client message may carry beyond `limits.request_bytes_max`
 /// (field tags, lengths, the rest of the request), like etcd's allowance.
@@ -194,6 +197,7 @@ struct Router {
     kv_grpc: KvServer<KvService>,
     cluster: ClusterServer<ClusterService>,
     maintenance: MaintenanceServer<MaintenanceService>,
+    watch: WatchServer<WatchService>,
     peer: RaftPeerServer<PeerService>,
     put: Arc<PutPath>,
     client_message_bytes_max: usize,
@@ -211,6 +215,8 @@ impl Router {
             cluster: ClusterServer::new(ClusterService::new(shared.clone())),
             maintenance: MaintenanceServer::new(MaintenanceService::new(shared.clone())),
             put: PutPath::new(shared.clone(), client_message_bytes_max),
+            watch: WatchServer::new(WatchService::new(shared.clone(), shutdown.clone()))
+                .max_decoding_message_size(client_message_bytes_max),
             peer: RaftPeerServer::new(PeerService::new(shared, shutdown))
                 .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX),
             client_message_bytes_max,
@@ -248,6 +254,9 @@ impl Router {
             }
             path if path.starts_with("/etcdserverpb.Maintenance/") => {
                 forward(self.maintenance.clone(), request)
+            }
+            path if path.starts_with("/etcdserverpb.Watch/") => {
+                forward(self.watch.clone(), request)
             }
             path if path.starts_with("/konsen.raft.RaftPeer/") => {
                 forward(self.peer.clone(), request)

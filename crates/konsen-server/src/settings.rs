@@ -55,6 +55,16 @@ pub struct ClusterFile {
     /// ReadIndex, so reads may be stale. Default false.
     #[serde(default)]
     pub unsafe_stale_reads: bool,
+    /// UNSAFE, for the fault-injection suite's watch negative control
+    /// only: a watch stream that missed changes (it fell behind the feed,
+    /// or its node installed a snapshot) skips them instead of reading
+    /// them from the history, so watchers lose events. Default false.
+    #[serde(default)]
+    pub unsafe_watch_ignore_gaps: bool,
+    /// How often a watcher created with `progress_notify` that saw no
+    /// event is sent the current revision (etcd's 10 minutes).
+    #[serde(default = "default_watch_progress_notify_interval_ms")]
+    pub watch_progress_notify_interval_ms: u64,
     /// etcd's `--auto-compaction-mode`: `revision` (keep the last
     /// `auto_compaction_retention` revisions) or `periodic` (keep what
     /// was written in the last `auto_compaction_retention`, a duration).
@@ -146,6 +156,11 @@ pub struct Limits {
     /// The most compares, and the most operations in each branch, of one
     /// txn (etcd's `--max-txn-ops`).
     pub txn_ops_max: usize,
+    /// Watch streams one node serves at once; more are refused with
+    /// RESOURCE_EXHAUSTED.
+    pub watch_streams_max: usize,
+    /// Watchers on one watch stream; more creates are refused.
+    pub watchers_per_stream_max: usize,
 }
 
 impl Default for Limits {
@@ -156,10 +171,15 @@ impl Default for Limits {
             pending_proposals_max: 4096,
             request_timeout_ms: 5000,
             txn_ops_max: konsen_storage::TXN_OPS_MAX_DEFAULT,
+            watch_streams_max: 10_000,
+            watchers_per_stream_max: 100_000,
         }
     }
 }
 
+fn default_watch_progress_notify_interval_ms() -> u64 {
+    10 * 60 * 1000
+}
 fn default_tick_ms() -> u64 {
     100
 }
@@ -219,7 +239,11 @@ pub struct Settings {
     /// Serve linearizable reads as serializable ones (stale reads); see
     /// [`ClusterFile::unsafe_stale_reads`].
     pub unsafe_stale_reads: bool,
+    /// See [`ClusterFile::unsafe_watch_ignore_gaps`].
+    pub unsafe_watch_ignore_gaps: bool,
     pub auto_compaction: AutoCompaction,
+    /// See [`ClusterFile::watch_progress_notify_interval_ms`].
+    pub watch_progress_notify_interval: Duration,
 }
 
 impl Settings {
@@ -275,11 +299,13 @@ fn settings_env(vars: impl Iterator<Item = (String, String)>) -> HashMap<String,
         "KONSEN_HEARTBEAT_TICKS",
         "KONSEN_ELECTION_TICKS",
         "KONSEN_UNSAFE_STALE_READS",
+        "KONSEN_UNSAFE_WATCH_IGNORE_GAPS",
         "KONSEN_SNAPSHOT_ENTRIES_MAX",
         "KONSEN_SNAPSHOT_TAIL_ENTRIES",
         "KONSEN_SNAPSHOT_CHUNK_BYTES_MAX",
         "KONSEN_AUTO_COMPACTION_MODE",
         "KONSEN_AUTO_COMPACTION_RETENTION",
+        "KONSEN_WATCH_PROGRESS_NOTIFY_INTERVAL_MS",
     ];
     vars.filter(|(k, _)| {
         !FLAG_ENV_VARS.contains(&k.as_str())
@@ -370,6 +396,15 @@ fn resolve(file: ClusterFile, source: String, args: &Args) -> Result<Settings> {
         ),
         ("limits.request_timeout_ms", limits.request_timeout_ms),
         ("limits.txn_ops_max", limits.txn_ops_max as u64),
+        ("limits.watch_streams_max", limits.watch_streams_max as u64),
+        (
+            "limits.watchers_per_stream_max",
+            limits.watchers_per_stream_max as u64,
+        ),
+        (
+            "watch_progress_notify_interval_ms",
+            file.watch_progress_notify_interval_ms,
+        ),
     ] {
         if value == 0 {
             return Err(bad(field, "must be at least 1".into()));
@@ -439,7 +474,11 @@ fn resolve(file: ClusterFile, source: String, args: &Args) -> Result<Settings> {
             chunk_bytes_max: file.snapshot_chunk_bytes_max,
         },
         unsafe_stale_reads: file.unsafe_stale_reads,
+        unsafe_watch_ignore_gaps: file.unsafe_watch_ignore_gaps,
         auto_compaction,
+        watch_progress_notify_interval: Duration::from_millis(
+            file.watch_progress_notify_interval_ms,
+        ),
     })
 }
 

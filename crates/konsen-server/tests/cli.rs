@@ -206,3 +206,81 @@ async fn the_cli_swaps_and_runs_txns_and_exits_6_on_a_failed_compare() {
     assert_eq!(o.status.code(), Some(2), "{o:?}");
     assert!(!String::from_utf8_lossy(&o.stderr).is_empty(), "{o:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cli_watch_replays_from_a_revision_and_resumes_on_another_node() {
+    if cli_path().is_none() {
+        eprintln!("NOTICE: konsen-cli is not built next to konsen-server; skipping the CLI test");
+        return;
+    }
+    use std::io::BufRead;
+    let mut cluster = TestCluster::start(3);
+    cluster.wait_for_leader(&[1, 2, 3]).await;
+    let first = cluster.put_retrying(2, "w/a", "1").await;
+    let from = first.header.unwrap().revision;
+    // Node 1 first: the watch starts there, and moves on when it dies.
+    let endpoints = format!("{},{}", cluster.endpoint(1), cluster.endpoint(2));
+    let mut watch = Command::new(cli_path().unwrap())
+        .arg("--endpoints")
+        .arg(&endpoints)
+        .args(["watch", "w/", "--prefix", "--rev", &from.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run konsen-cli watch");
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = std::sync::Arc::clone(&lines);
+    let out = watch.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    let wait_for = |n: usize| {
+        let lines = std::sync::Arc::clone(&lines);
+        async move {
+            let started = std::time::Instant::now();
+            while lines.lock().unwrap().len() < n && started.elapsed() < common::WAIT_MAX {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            lines.lock().unwrap().clone()
+        }
+    };
+    cluster.put_retrying(2, "w/b", "2").await;
+    cluster.put_retrying(2, "other", "x").await;
+    assert_eq!(wait_for(6).await, ["PUT", "w/a", "1", "PUT", "w/b", "2"]);
+    cluster.kill(1);
+    cluster.put_retrying(2, "w/c", "3").await;
+    let seen = wait_for(9).await;
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert_eq!(
+        seen,
+        ["PUT", "w/a", "1", "PUT", "w/b", "2", "PUT", "w/c", "3"],
+        "every event once, across the node's death"
+    );
+
+    // From a compacted revision: etcd's error, exit code 1.
+    let mut kv = cluster.kv(2);
+    let last = cluster
+        .put_retrying(2, "w/d", "4")
+        .await
+        .header
+        .unwrap()
+        .revision;
+    kv.compact(konsen_rpc::etcd::etcdserverpb::CompactionRequest {
+        revision: last,
+        physical: true,
+    })
+    .await
+    .unwrap();
+    let o = cli(
+        cluster.endpoint(2),
+        &["watch", "w/", "--prefix", "--rev", &from.to_string()],
+    );
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("required revision has been compacted"),
+        "{o:?}"
+    );
+}

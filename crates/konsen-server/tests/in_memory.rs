@@ -191,7 +191,9 @@ impl MemCluster {
                 limits: limits.clone(),
                 snapshot: Default::default(),
                 unsafe_stale_reads: false,
+                unsafe_watch_ignore_gaps: false,
                 auto_compaction: AutoCompaction::Off,
+                watch_progress_notify_interval: Duration::from_secs(600),
             });
             let (accept_tx, accept_rx) = mpsc::channel(ACCEPT_QUEUE_MAX);
             net.listeners

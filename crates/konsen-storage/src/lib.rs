@@ -103,7 +103,7 @@ pub use kv::{
 };
 pub use log::LogStore;
 pub use options::{HIST_MEMTABLE_BYTES_DEFAULT, REQUEST_BYTES_MAX_DEFAULT, StorageOptions};
-pub use range::{KvReader, RangeRequest, RangeResponse, SortOrder, SortTarget};
+pub use range::{KeyRange, KvReader, RangeRequest, RangeResponse, SortOrder, SortTarget};
 pub use snapshot::{
     Receiving, SnapshotHeader, SnapshotStats, Snapshots, StagedSnapshot, install_snapshot,
 };

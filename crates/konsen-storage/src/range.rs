@@ -372,14 +372,14 @@ fn read_range(
 /// A set of keys in etcd's `(key, range_end)` form, resolved to a start and
 /// an optional exclusive end.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct KeyRange {
+pub struct KeyRange {
     start: Vec<u8>,
     /// `None`: no upper end.
     end: Option<Vec<u8>>,
 }
 
 impl KeyRange {
-    pub(crate) fn new(key: Vec<u8>, range_end: Vec<u8>) -> KeyRange {
+    pub fn new(key: Vec<u8>, range_end: Vec<u8>) -> KeyRange {
         let end = if range_end.is_empty() {
             // The smallest key above `key` is `key` followed by a zero byte.
             let mut next = key.clone();
@@ -399,7 +399,7 @@ impl KeyRange {
     }
 
     /// The one key of a range of one key (etcd's empty `range_end`).
-    pub(crate) fn single_key(&self) -> Option<&[u8]> {
+    pub fn single_key(&self) -> Option<&[u8]> {
         let end = self.end.as_deref()?;
         (end.len() == self.start.len() + 1
             && end.starts_with(&self.start)
@@ -408,11 +408,12 @@ impl KeyRange {
     }
 
     /// Whether `key` lies in the range.
-    pub(crate) fn contains(&self, key: &[u8]) -> bool {
+    pub fn contains(&self, key: &[u8]) -> bool {
         key >= self.start.as_slice() && self.end.as_ref().is_none_or(|end| key < end.as_slice())
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
+    /// Whether no key lies in the range (an end at or below the start).
+    pub fn is_empty(&self) -> bool {
         self.end.as_ref().is_some_and(|end| *end <= self.start)
     }
 }

@@ -32,10 +32,12 @@
 //! * `workload.rs`: the clients and the history they record.
 //! * `faults.rs`: scenarios, the seeded schedule, the timeline.
 //! * `proxy.rs`: TCP proxies on the peer links, for partitions.
+//! * `watchers.rs`: a watch per node through the faults, and its check.
 
 mod cluster;
 mod faults;
 mod proxy;
+mod watchers;
 mod workload;
 
 use std::collections::{BTreeMap, HashSet};
@@ -108,6 +110,11 @@ pub struct Options {
     /// `unsafe_stale_reads`; the check is expected to fail.
     #[arg(long)]
     pub unsafe_stale_reads: bool,
+    /// Negative control of the watch check: start the nodes with the
+    /// server's UNSAFE `unsafe_watch_ignore_gaps`; the check is expected
+    /// to fail.
+    #[arg(long)]
+    pub unsafe_watch_ignore_gaps: bool,
     /// Instead of a scenario: kill the leader N times and report the
     /// time until a write succeeds again (median, p99).
     #[arg(long, value_name = "N")]
@@ -139,6 +146,9 @@ impl Options {
         if self.unsafe_stale_reads {
             flags.push_str(" --unsafe-stale-reads");
         }
+        if self.unsafe_watch_ignore_gaps {
+            flags.push_str(" --unsafe-watch-ignore-gaps");
+        }
         flags.push_str(&format!(
             " --snapshot-entries-max {}",
             self.snapshot_entries_max
@@ -154,6 +164,9 @@ impl Options {
         }
         if self.unsafe_stale_reads {
             yaml.push_str("unsafe_stale_reads: true\n");
+        }
+        if self.unsafe_watch_ignore_gaps {
+            yaml.push_str("unsafe_watch_ignore_gaps: true\n");
         }
         yaml.push_str(&format!(
             "snapshot_entries_max: {}\nsnapshot_tail_entries: {}\n",
@@ -206,6 +219,8 @@ pub fn run(options: &Options) -> Result<()> {
         options.tick_ms.unwrap_or(100),
         if options.unsafe_stale_reads {
             ", UNSAFE STALE READS ON (negative control: a violation is expected)"
+        } else if options.unsafe_watch_ignore_gaps {
+            ", UNSAFE WATCH GAPS IGNORED (negative control: a watch violation is expected)"
         } else {
             ""
         }
@@ -300,6 +315,8 @@ async fn scenario_in(
         })
         .collect();
     timeline.note(&recorder, format!("clients start ({scenario})"));
+    let watchers = watchers::Watchers::start(&channels, &cluster.endpoints[0])?;
+    let watching = watchers.watching.clone();
 
     let mut rng = SmallRng::seed_from_u64(seed);
     let until = Instant::now() + Duration::from_secs(options.duration_secs);
@@ -371,6 +388,48 @@ async fn scenario_in(
     if let Some(crash) = cluster.crashed() {
         return fail(crash);
     }
+    // Every watcher must reach the last revision the clients wrote.
+    let mut last = None;
+    for id in cluster.ids() {
+        let mut kv = KvClient::new(cluster.channel(id));
+        let request = konsen_rpc::etcd::etcdserverpb::RangeRequest {
+            key: b"chaos-".to_vec(),
+            count_only: true,
+            ..Default::default()
+        };
+        if let Ok(Ok(r)) = tokio::time::timeout(workload::REQUEST_DEADLINE, kv.range(request)).await
+        {
+            last = r.into_inner().header.map(|h| h.revision);
+            break;
+        }
+    }
+    let Some(last) = last else {
+        return fail("no node answered a range for the last revision".into());
+    };
+    watchers.finish(last, RECOVERY_BOUND).await;
+    let watch_verdict = {
+        let history = recorder.history();
+        let mut written = HashSet::new();
+        let mut acknowledged = HashSet::new();
+        for op in &history {
+            if let Some(v) = written_value(op) {
+                written.insert((op.key.clone(), v.to_string()));
+                if op.outcome == Outcome::Ok {
+                    acknowledged.insert((op.key.clone(), v.to_string()));
+                }
+            }
+        }
+        // The store starts at revision 1; the clients' first write is 2.
+        watchers::check(&watching, &written, &acknowledged, 2, last)
+    };
+    let watch_summary = match watch_verdict {
+        Ok(summary) => summary,
+        Err(why) => {
+            report_failure(seed, scenario, &timeline, &recorder, None);
+            println!("[chaos] WATCH VIOLATION: {why}");
+            bail!("WATCH VIOLATION: {why}")
+        }
+    };
 
     let history = recorder.history();
     let summary = Summary::of(&history);
@@ -397,7 +456,8 @@ async fn scenario_in(
             println!(
                 "[chaos] scenario {scenario}: OK: {summary}; {} faults injected; {} snapshots \
                  installed; recovered in {recovery:.1?} (bound {RECOVERY_BOUND:?}); \
-                 linearizable (checked in {check_time:.1?}); no acknowledged write lost",
+                 linearizable (checked in {check_time:.1?}); no acknowledged write lost; \
+                 {watch_summary}",
                 timeline.faults(),
                 count_in_logs(dir, "installed snapshot at index"),
             );

@@ -4,6 +4,7 @@
 //! * `etcd.rs` (feature `storage`): etcd KV requests <-> konsen-storage
 //!   commands and reads.
 //! * `forward.rs` (feature `storage`): forwarded writes and their results.
+//! * `watch.rs` (feature `storage`): watch requests and history events.
 //! * `snapshot.rs` (feature `storage`): snapshot chunks, checksummed.
 //!
 //! Wire → ours is fallible ([`crate::ConvertError`]): peers and clients can
@@ -27,6 +28,11 @@ pub use etcd::{
 mod forward;
 #[cfg(feature = "storage")]
 pub use forward::{WriteOutcome, WriteResult, write_outcome_from_wire, write_outcome_to_wire};
+
+#[cfg(feature = "storage")]
+mod watch;
+#[cfg(feature = "storage")]
+pub use watch::{WatchSpec, change_to_event, watch_spec_from_etcd};
 
 #[cfg(feature = "storage")]
 mod snapshot;

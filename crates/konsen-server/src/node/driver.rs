@@ -44,6 +44,7 @@ use tracing::{debug, info, warn};
 use super::snapshot::{self, SNAPSHOT_SENDS_MAX};
 use super::waiters::{PendingWrite, Waiters};
 use super::{NodeError, NodeHandle, NodeStatus, PeerEvent, Request};
+use crate::feed::{FeedBatch, WatchHub};
 use crate::settings::Settings;
 use crate::transport::Transport;
 
@@ -85,6 +86,7 @@ pub fn spawn(
     store: RocksStore,
     transport: Transport,
     snapshot_clients: SnapshotClients,
+    hub: WatchHub,
     shutdown: watch::Receiver<bool>,
 ) -> Result<NodeParts> {
     let RocksStore { log, kv } = store;
@@ -139,6 +141,7 @@ pub fn spawn(
         settings,
         ticks: 0,
         lazy_watch: None,
+        hub,
     };
     let task = tokio::spawn(driver.run(request_rx, peer_rx, snapshot_done_rx, shutdown));
     Ok(NodeParts {
@@ -224,6 +227,8 @@ struct Driver {
     /// While the leader holds unsynced, uncommitted entries: the commit
     /// index and when it was last seen to move.
     lazy_watch: Option<(konsen_core::Index, tokio::time::Instant)>,
+    /// Where applied changes go to the watch streams.
+    hub: WatchHub,
 }
 
 impl Driver {
@@ -505,6 +510,10 @@ impl Driver {
                 stats.keys
             );
             let _ = reply.send(Ok(true));
+            // Watchers read what the snapshot brought from the history.
+            self.hub.publish(FeedBatch::Gap {
+                revision: self.kv().revision(),
+            });
         }
         // A leader's appends and heartbeats go out while its own disk
         // write runs (the core allows it); everything else promises what
@@ -541,6 +550,14 @@ impl Driver {
             || committed_entries
                 .iter()
                 .any(|e| konsen_storage::Command::is_heavy(&e.data));
+        // The store keeps its changes only while a watch stream follows.
+        let feeding = self.hub.wanted();
+        let revision_before = self.kv().revision();
+        if feeding {
+            self.disk_mut().kv.feed_changes();
+        } else {
+            self.disk_mut().kv.stop_changes();
+        }
         let transport = self.transport.clone();
         let work = move |d: &mut Disk| {
             d.persist_and_apply(
@@ -557,6 +574,7 @@ impl Driver {
         } else {
             work(self.disk_mut())?
         };
+        self.publish_changes(feeding, revision_before);
         for message in snapshots {
             self.start_snapshot(message);
         }
@@ -675,6 +693,18 @@ impl Driver {
             let endpoint = self.settings.endpoint_of(leader).unwrap_or("unknown");
             info!(term = soft.term, leader, role = ?soft.role, "Term - {}, leader - {:?}", soft.term, endpoint);
             self.last_leader = (soft.term, soft.leader);
+        }
+    }
+
+    /// Hands what the apply just did to the watch streams: the changes if
+    /// the store fed them, else that the revision moved without them.
+    fn publish_changes(&mut self, feeding: bool, revision_before: i64) {
+        let revision = self.kv().revision();
+        let changes = self.disk_mut().kv.take_changes();
+        if feeding && !changes.is_empty() {
+            self.hub.publish(FeedBatch::Changes { revision, changes });
+        } else if revision != revision_before {
+            self.hub.publish(FeedBatch::Gap { revision });
         }
     }
 

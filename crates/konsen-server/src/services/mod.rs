@@ -2,6 +2,7 @@
 //! and Maintenance for clients, and konsen's RaftPeer for the other nodes.
 //!
 //! * `kv.rs`, `cluster.rs`, `maintenance.rs`: the etcd API.
+//! * `watch.rs`: etcd's Watch streams, fed by the node's change feed.
 //! * `peer.rs`: Raft message streams and forwarded writes.
 //! * this file: what they share: admission (`limits.concurrent_requests_max`),
 //!   writes with forwarding to the leader, response headers, and how node
@@ -11,6 +12,7 @@ mod cluster;
 mod kv;
 mod maintenance;
 mod peer;
+mod watch;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -33,7 +35,9 @@ pub use kv::KvService;
 pub(crate) use kv::put_response;
 pub use maintenance::MaintenanceService;
 pub use peer::PeerService;
+pub use watch::WatchService;
 
+use crate::feed::WatchHub;
 use crate::node::{NodeError, NodeHandle};
 use crate::settings::Settings;
 
@@ -70,6 +74,11 @@ pub struct Shared {
     pub snapshots: Snapshots,
     /// Serializable reads, served without the node loop.
     pub reader: KvReader,
+    /// The applied changes, for watch streams.
+    pub hub: WatchHub,
+    /// One permit per watch stream being served
+    /// (`limits.watch_streams_max`).
+    pub watch_streams: Arc<Semaphore>,
 }
 
 impl Shared {
