@@ -328,11 +328,6 @@ impl KvStore {
         self.feed = None;
     }
 
-    /// Whether the change feed is on.
-    pub fn feeds_changes(&self) -> bool {
-        self.feed.is_some()
-    }
-
     /// The changes applied since the last call, in revision order (a txn's
     /// changes share one revision, in key order), each readable
     /// by the store's readers already. Empty while the feed is off. A

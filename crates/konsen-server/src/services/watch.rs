@@ -237,27 +237,16 @@ impl WatchStream {
                                 Err(_) => break,
                             }
                         }
-                        let mut turn = self.on_batches(&batches).await;
+                        let turn = self.on_batches(&batches).await;
                         if lagged && turn.is_ok() {
-                            turn = match self.current_revision() {
-                                Ok(revision) => {
-                                    self.on_gap(revision);
-                                    Ok(())
-                                }
-                                Err(status) => Err(self.close(status)),
-                            };
+                            self.on_lagged()
+                        } else {
+                            turn
                         }
-                        turn
                     }
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
                         debug!(missed, "watch stream lagged behind the feed; reading the history");
-                        match self.current_revision() {
-                            Ok(revision) => {
-                                self.on_gap(revision);
-                                Ok(())
-                            }
-                            Err(status) => Err(self.close(status)),
-                        }
+                        self.on_lagged()
                     }
                     Err(broadcast::error::RecvError::Closed) => {
                         self.close(Status::unavailable("etcdserver: server stopped"));
@@ -508,6 +497,16 @@ impl WatchStream {
         for (id, changes) in out {
             self.deliver(id, &changes, revision).await?;
         }
+        Ok(())
+    }
+
+    /// The feed dropped batches this stream had not read: everything up
+    /// to the store's revision now is a gap.
+    fn on_lagged(&mut self) -> Result<(), Closed> {
+        let revision = self
+            .current_revision()
+            .map_err(|status| self.close(status))?;
+        self.on_gap(revision);
         Ok(())
     }
 
