@@ -19,6 +19,7 @@ pub mod args;
 mod compactor;
 mod feed;
 mod grpc;
+mod lessor;
 pub mod logging;
 mod node;
 mod put;
@@ -100,12 +101,14 @@ where
     let snapshots = store.kv.snapshots();
     let reader = store.kv.reader();
     let hub = feed::WatchHub::new();
+    let lessor = lessor::Lessor::default();
     let node = node::spawn(
         Arc::clone(&settings),
         store,
         transport,
         Arc::clone(&peers),
         hub.clone(),
+        lessor.clone(),
         shutdown_rx.clone(),
     )?;
     let shared = Shared {
@@ -118,8 +121,14 @@ where
         reader,
         hub,
         watch_streams: Arc::new(Semaphore::new(settings.limits.watch_streams_max)),
+        lessor: lessor.clone(),
     };
     tokio::spawn(compactor::run(shared.clone(), shutdown_rx.clone()));
+    tokio::spawn(lessor::run_expiry(
+        shared.clone(),
+        lessor,
+        shutdown_rx.clone(),
+    ));
     let mut server = tokio::spawn(server::serve(shared, incoming, shutdown_rx.clone()));
     let mut node_task = node.task;
 

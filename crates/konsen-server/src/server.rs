@@ -27,6 +27,7 @@ use http_body_util::BodyExt;
 use konsen_rpc::etcd::etcdserverpb::{
     cluster_server::ClusterServer,
     kv_server::{Kv, KvServer},
+    lease_server::LeaseServer,
     maintenance_server::MaintenanceServer,
     watch_server::WatchServer,
 };
@@ -44,7 +45,7 @@ use tracing::{debug, warn};
 use crate::grpc;
 use crate::put::{self, PutPath};
 use crate::services::{
-    ClusterService, KvService, MaintenanceService, PeerService, Shared, WatchService,
+    ClusterService, KvService, LeaseService, MaintenanceService, PeerService, Shared, WatchService,
 };
 
 /// What a client message may carry beyond `limits.request_bytes_max`
@@ -198,6 +199,7 @@ struct Router {
     cluster: ClusterServer<ClusterService>,
     maintenance: MaintenanceServer<MaintenanceService>,
     watch: WatchServer<WatchService>,
+    lease: LeaseServer<LeaseService>,
     peer: RaftPeerServer<PeerService>,
     put: Arc<PutPath>,
     client_message_bytes_max: usize,
@@ -217,6 +219,7 @@ impl Router {
             put: PutPath::new(shared.clone(), client_message_bytes_max),
             watch: WatchServer::new(WatchService::new(shared.clone(), shutdown.clone()))
                 .max_decoding_message_size(client_message_bytes_max),
+            lease: LeaseServer::new(LeaseService::new(shared.clone())),
             peer: RaftPeerServer::new(PeerService::new(shared, shutdown))
                 .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX),
             client_message_bytes_max,
@@ -257,6 +260,9 @@ impl Router {
             }
             path if path.starts_with("/etcdserverpb.Watch/") => {
                 forward(self.watch.clone(), request)
+            }
+            path if path.starts_with("/etcdserverpb.Lease/") => {
+                forward(self.lease.clone(), request)
             }
             path if path.starts_with("/konsen.raft.RaftPeer/") => {
                 forward(self.peer.clone(), request)

@@ -274,6 +274,15 @@ impl Settings {
         Duration::from_millis(self.limits.request_timeout_ms)
     }
 
+    /// The shortest lease TTL granted, in seconds: one and a half times
+    /// the longest election timeout, rounded up (etcd's `minLeaseTTL`), so
+    /// that a lease outlives a leader election. A shorter TTL asked for is
+    /// raised to it.
+    pub fn lease_ttl_min_secs(&self) -> i64 {
+        let election_ms = self.tick.as_millis() as i64 * 2 * i64::from(self.election_ticks);
+        ((3 * election_ms / 2 + 999) / 1000).max(1)
+    }
+
     /// Reads and resolves the settings for `args`, with the process's
     /// environment.
     pub fn load(args: &Args) -> Result<Settings> {

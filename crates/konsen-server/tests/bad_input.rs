@@ -6,9 +6,9 @@ use std::io::{Read, Write};
 use std::time::Duration;
 
 use common::TestCluster;
-use konsen_rpc::etcd::etcdserverpb::lease_client::LeaseClient;
+use konsen_rpc::etcd::etcdserverpb::maintenance_client::MaintenanceClient;
 use konsen_rpc::etcd::etcdserverpb::{
-    CompactionRequest, Compare, LeaseGrantRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
+    CompactionRequest, Compare, DefragmentRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
     compare, request_op,
 };
 use konsen_storage::TXN_DEPTH_MAX;
@@ -47,11 +47,11 @@ async fn bad_requests_get_etcd_errors_and_the_node_keeps_serving() {
     assert_eq!(huge.code(), Code::ResourceExhausted, "{huge:?}");
 
     // A service konsen does not serve yet.
-    let lease = LeaseClient::new(cluster.channel(1))
-        .lease_grant(LeaseGrantRequest { ttl: 10, id: 0 })
+    let defrag = MaintenanceClient::new(cluster.channel(1))
+        .defragment(DefragmentRequest {})
         .await
         .unwrap_err();
-    assert_eq!(lease.code(), Code::Unimplemented, "{lease:?}");
+    assert_eq!(defrag.code(), Code::Unimplemented, "{defrag:?}");
 
     // Malformed transactions: etcd's errors, nothing proposed.
     let put = |key: &str, bytes: usize| RequestOp {

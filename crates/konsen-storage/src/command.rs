@@ -13,6 +13,7 @@ use bytes::Bytes;
 
 use crate::codec::{Reader, put_bytes};
 use crate::error::{DecodeError, RequestError};
+use crate::lease::LEASE_TTL_MAX;
 use crate::options::StorageOptions;
 use crate::range::{RangeRequest, SortOrder, SortTarget};
 use crate::txn::{Compare, CompareResult, CompareTarget, TXN_DEPTH_MAX, Txn, TxnOp};
@@ -22,6 +23,8 @@ const TAG_PUT: u8 = 1;
 const TAG_DELETE_RANGE: u8 = 2;
 const TAG_TXN: u8 = 3;
 const TAG_COMPACT: u8 = 4;
+const TAG_LEASE_GRANT: u8 = 5;
+const TAG_LEASE_REVOKE: u8 = 6;
 
 /// Operation tags inside a txn.
 const OP_RANGE: u8 = 1;
@@ -67,6 +70,13 @@ pub enum Command {
     Txn(Txn),
     /// Drops the history below `revision` (etcd `CompactionRequest`).
     Compact { revision: i64 },
+    /// Creates lease `id` with a TTL of `ttl` seconds (etcd
+    /// `LeaseGrantRequest`; the proposer picked the id if the client did
+    /// not, and raised the TTL to the cluster's minimum).
+    LeaseGrant { id: i64, ttl: i64 },
+    /// Deletes lease `id` and every key attached to it, in one revision
+    /// (etcd `LeaseRevokeRequest`; also how the leader expires a lease).
+    LeaseRevoke { id: i64 },
 }
 
 impl Command {
@@ -129,6 +139,16 @@ impl Command {
                 }
                 0
             }
+            Command::LeaseGrant { id, ttl } => {
+                check_lease_grant(*id, *ttl)?;
+                0
+            }
+            Command::LeaseRevoke { id } => {
+                if *id <= 0 {
+                    return Err(RequestError::LeaseNotFound);
+                }
+                0
+            }
         };
         if size > options.request_bytes_max {
             return Err(RequestError::TooLarge {
@@ -188,6 +208,15 @@ impl Command {
                 out.push(TAG_COMPACT);
                 out.extend_from_slice(&revision.to_be_bytes());
             }
+            Command::LeaseGrant { id, ttl } => {
+                out.push(TAG_LEASE_GRANT);
+                out.extend_from_slice(&id.to_be_bytes());
+                out.extend_from_slice(&ttl.to_be_bytes());
+            }
+            Command::LeaseRevoke { id } => {
+                out.push(TAG_LEASE_REVOKE);
+                out.extend_from_slice(&id.to_be_bytes());
+            }
         }
         Bytes::from(out)
     }
@@ -238,11 +267,34 @@ impl Command {
             }
             TAG_TXN => Command::Txn(decode_txn(&mut r, data, 1)?),
             TAG_COMPACT => Command::Compact { revision: r.i64()? },
+            TAG_LEASE_GRANT => Command::LeaseGrant {
+                id: r.i64()?,
+                ttl: r.i64()?,
+            },
+            TAG_LEASE_REVOKE => Command::LeaseRevoke { id: r.i64()? },
             other => return Err(r.invalid("kind tag", other.into())),
         };
         r.finish()?;
         Ok(command)
     }
+}
+
+/// The rules for a lease grant, checked before it is proposed and again
+/// when it is applied: a positive id, a TTL from 1 to [`LEASE_TTL_MAX`].
+pub(crate) fn check_lease_grant(id: i64, ttl: i64) -> Result<(), RequestError> {
+    if id <= 0 {
+        return Err(RequestError::LeaseIdNotPositive(id));
+    }
+    if ttl <= 0 {
+        return Err(RequestError::LeaseTtlNotPositive(ttl));
+    }
+    if ttl > LEASE_TTL_MAX {
+        return Err(RequestError::LeaseTtlTooLarge {
+            ttl,
+            max: LEASE_TTL_MAX,
+        });
+    }
+    Ok(())
 }
 
 fn put_count(out: &mut Vec<u8>, n: usize) {
@@ -522,6 +574,8 @@ mod tests {
             }),
             any_txn().prop_map(Command::Txn),
             any::<i64>().prop_map(|revision| Command::Compact { revision }),
+            (any::<i64>(), any::<i64>()).prop_map(|(id, ttl)| Command::LeaseGrant { id, ttl }),
+            any::<i64>().prop_map(|id| Command::LeaseRevoke { id }),
         ]
     }
 

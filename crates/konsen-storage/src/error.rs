@@ -123,6 +123,18 @@ pub enum RequestError {
     TxnTooDeep { max: usize },
     #[error("malformed command: {0}")]
     Decode(#[from] DecodeError),
+    #[error("requested lease not found")]
+    LeaseNotFound,
+    #[error("lease already exists")]
+    LeaseExists,
+    #[error("too large lease TTL")]
+    LeaseTtlTooLarge { ttl: i64, max: i64 },
+    /// etcd raises a TTL of 0 or less to its minimum; konsen refuses it,
+    /// as a client that asks for it almost surely meant something else.
+    #[error("lease TTL must be positive (got {0})")]
+    LeaseTtlNotPositive(i64),
+    #[error("lease ID must be positive (got {0})")]
+    LeaseIdNotPositive(i64),
 }
 
 /// Bytes that are not a valid encoding of `what`.

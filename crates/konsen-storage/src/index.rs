@@ -41,18 +41,23 @@ pub(crate) struct KeyIndex {
 }
 
 impl KeyIndex {
-    /// Records `key`'s latest state (`None`: deleted).
-    pub(crate) fn set(&mut self, key: &[u8], meta: Option<KeyMeta>) {
+    /// Records `key`'s latest state (`None`: deleted); returns the lease
+    /// its previous state named (0: none, or no previous state).
+    pub(crate) fn set(&mut self, key: &[u8], meta: Option<KeyMeta>) -> i64 {
         match (meta, self.keys.get_mut(key)) {
             // An existing key: no new allocation for it.
-            (Some(meta), Some(old)) => *old = meta,
+            (Some(meta), Some(old)) => std::mem::replace(old, meta).lease,
             (Some(meta), None) => {
                 self.keys.insert(key.into(), meta);
+                0
             }
-            (None, _) => {
-                self.keys.remove(key);
-            }
+            (None, _) => self.keys.remove(key).map_or(0, |old| old.lease),
         }
+    }
+
+    /// Every live key and its meta, in no particular order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&[u8], &KeyMeta)> {
+        self.keys.iter().map(|(k, m)| (&**k, m))
     }
 
     /// How many keys are live.
@@ -64,10 +69,17 @@ impl KeyIndex {
         self.keys.get(key).copied()
     }
 
-    /// Takes in the versions of a batch that was written, in order.
-    pub(crate) fn update(&mut self, versions: &[Version]) {
+    /// Takes in the versions of a batch that was written, in order, and
+    /// returns every change of a key's lease in it: (key, old, new).
+    pub(crate) fn update(&mut self, versions: &[Version]) -> Vec<(Vec<u8>, i64, i64)> {
+        let mut moved = Vec::new();
         for v in versions {
-            self.set(&v.key, v.state.as_ref().map(KeyMeta::of));
+            let new = v.state.as_ref().map_or(0, |kv| kv.lease);
+            let old = self.set(&v.key, v.state.as_ref().map(KeyMeta::of));
+            if old != new {
+                moved.push((v.key.clone(), old, new));
+            }
         }
+        moved
     }
 }

@@ -16,7 +16,7 @@
 //! not synced: the entries are in the synced log, and after a crash the
 //! node applies them again from the recorded applied index.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -25,7 +25,7 @@ use konsen_core::{Entry, EntryKind, Index};
 use rocksdb::WriteBatch;
 
 use crate::codec::{encode_kv, encode_kv_state, encode_revision};
-use crate::command::Command;
+use crate::command::{Command, check_lease_grant};
 use crate::db::{
     BATCH_RECORD_OVERHEAD, CF_META, Db, HIST_LAYOUT_HISTORY_ONLY, HIST_LAYOUT_REVISION_FIRST,
     KvPosition, META_HIST_LAYOUT, META_KV_COMPACTED, META_KV_STATE, hist_cf, other_kv_cf,
@@ -37,6 +37,7 @@ use crate::history::{
     read_version,
 };
 use crate::index::{KeyIndex, KeyMeta};
+use crate::lease::{LeaseTable, SharedLeases, encode_lease, lease_key, read_leases};
 use crate::range::{KeyRange, scan_stored};
 use crate::txn::{TxnOp, TxnPath, TxnResponse, TxnResult, TxnState, branch, check_path, txn_range};
 
@@ -76,6 +77,8 @@ pub enum ApplyOutcome {
     DeleteRange(DeleteRangeResult),
     Txn(TxnResult),
     Compact(CompactResult),
+    LeaseGrant(LeaseGrantResult),
+    LeaseRevoke(LeaseRevokeResult),
     /// The command was refused, alike on every replica, and changed
     /// nothing. A payload that does not decode ends up here too.
     Rejected(RequestError),
@@ -95,6 +98,26 @@ pub struct PutResult {
 pub struct CompactResult {
     /// The current revision (a compaction does not change it).
     pub revision: i64,
+}
+
+/// What etcd's `LeaseGrantResponse` needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaseGrantResult {
+    pub id: i64,
+    /// The granted TTL, in seconds.
+    pub ttl: i64,
+    /// The current revision (a grant does not change it).
+    pub revision: i64,
+}
+
+/// What etcd's `LeaseRevokeResponse` needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaseRevokeResult {
+    pub id: i64,
+    /// The revision after the revoke: a new one if it deleted keys.
+    pub revision: i64,
+    /// How many keys it deleted.
+    pub deleted: i64,
 }
 
 /// What etcd's `DeleteRangeResponse` needs.
@@ -130,6 +153,8 @@ pub struct KvStore {
     /// The change feed, once turned on: the versions applied batches
     /// wrote, until [`KvStore::take_changes`] takes them.
     pub(crate) feed: Option<Vec<Version>>,
+    /// The leases and their keys, shared with the readers.
+    pub(crate) leases: SharedLeases,
 }
 
 /// The history index shared by the store and its readers.
@@ -197,7 +222,9 @@ impl KvStore {
         let deleter = Deleter::start(Arc::clone(&db));
         drop_leftovers(&mut hist, deleter.handle());
         let hist = SharedHistIndex::new(hist);
+        let leases = SharedLeases::new(LeaseTable::new(read_leases(&db, None)?, &index));
         Ok(KvStore {
+            leases,
             deleter,
             db,
             cf,
@@ -246,11 +273,13 @@ impl KvStore {
     /// skip an index); nothing of the batch was applied.
     pub fn apply(&mut self, entries: &[Entry]) -> Result<Vec<ApplyResult>, StorageError> {
         let hist = self.hist.read();
+        let leases = self.leases.read();
         let mut pending = Pending::new(
             &self.db,
             self.cf,
             &self.index,
             &hist,
+            &leases,
             self.revision,
             hist.compacted(),
         );
@@ -290,8 +319,11 @@ impl KvStore {
             META_KV_STATE,
             encode_kv_state(applied, revision),
         );
-        let Pending { history, .. } = pending;
+        let Pending {
+            history, lease_ops, ..
+        } = pending;
         drop(hist);
+        drop(leases);
         {
             let mut hist = self.hist.write();
             self.db.write(batch, false)?;
@@ -302,7 +334,16 @@ impl KvStore {
                 .handle()
                 .delete(hist_cf(self.cf), compaction.keys().collect());
         }
-        self.index.update(&history);
+        let moved = self.index.update(&history);
+        if !moved.is_empty() || !lease_ops.is_empty() {
+            let mut leases = self.leases.write();
+            for (key, old, new) in &moved {
+                leases.attach(key, *old, *new);
+            }
+            for (id, ttl) in lease_ops {
+                leases.set(id, ttl);
+            }
+        }
         if let Some(feed) = &mut self.feed {
             // A txn's changes in key order, as the history holds them, so
             // that the feed and a read of the history agree.
@@ -335,6 +376,11 @@ impl KvStore {
     /// what it missed with [`KvReader::changes`].
     pub fn take_changes(&mut self) -> Vec<Version> {
         self.feed.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// Every lease and its granted TTL, by id.
+    pub fn leases(&self) -> Vec<(i64, i64)> {
+        self.leases.read().leases()
     }
 
     /// Reads one key at the current revision.
@@ -559,8 +605,12 @@ struct Pending<'a> {
     cf: &'static str,
     index: &'a KeyIndex,
     hist: &'a HistIndex,
+    leases: &'a LeaseTable,
     revision: i64,
     compacted: i64,
+    /// The leases granted (`Some(ttl)`) and revoked (`None`) in this
+    /// batch, the last of each id.
+    lease_ops: BTreeMap<i64, Option<i64>>,
     /// Key → where in `history` its latest version of the batch is, for
     /// every key written.
     written: BTreeMap<Vec<u8>, usize>,
@@ -598,6 +648,10 @@ impl TxnState for Pending<'_> {
             &self.history,
         )
     }
+
+    fn lease_exists(&self, id: i64) -> bool {
+        Pending::lease_exists(self, id)
+    }
 }
 
 impl<'a> Pending<'a> {
@@ -606,6 +660,7 @@ impl<'a> Pending<'a> {
         cf: &'static str,
         index: &'a KeyIndex,
         hist: &'a HistIndex,
+        leases: &'a LeaseTable,
         revision: i64,
         compacted: i64,
     ) -> Self {
@@ -614,8 +669,10 @@ impl<'a> Pending<'a> {
             cf,
             index,
             hist,
+            leases,
             revision,
             compacted,
+            lease_ops: BTreeMap::new(),
             written: BTreeMap::new(),
             history: Vec::new(),
             compact_to: None,
@@ -635,6 +692,23 @@ impl<'a> Pending<'a> {
             Some(&at) => self.history[at].state.as_ref().map(KeyMeta::of),
             None => self.index.get(key),
         }
+    }
+
+    /// Whether lease `id` exists at this point in the batch.
+    fn lease_exists(&self, id: i64) -> bool {
+        match self.lease_ops.get(&id) {
+            Some(ttl) => ttl.is_some(),
+            None => self.leases.contains(id),
+        }
+    }
+
+    /// The keys attached to lease `id` at this point in the batch, sorted.
+    fn lease_keys(&self, id: i64) -> Vec<Vec<u8>> {
+        let mut keys: BTreeSet<Vec<u8>> = self.leases.keys(id).into_iter().collect();
+        keys.extend(self.written.keys().cloned());
+        keys.into_iter()
+            .filter(|key| self.meta(key).is_some_and(|m| m.lease == id))
+            .collect()
     }
 
     /// The keys in `range` as of this point in the batch, sorted.
@@ -714,6 +788,44 @@ impl<'a> Pending<'a> {
                 self.compact_to = Some(revision);
                 Ok(ApplyOutcome::Compact(CompactResult {
                     revision: self.revision,
+                }))
+            }
+            Command::LeaseGrant { id, ttl } => {
+                if let Err(e) = check_lease_grant(id, ttl) {
+                    return Ok(ApplyOutcome::Rejected(e));
+                }
+                if self.lease_exists(id) {
+                    return Ok(ApplyOutcome::Rejected(RequestError::LeaseExists));
+                }
+                self.lease_ops.insert(id, Some(ttl));
+                Ok(ApplyOutcome::LeaseGrant(LeaseGrantResult {
+                    id,
+                    ttl,
+                    revision: self.revision,
+                }))
+            }
+            Command::LeaseRevoke { id } => {
+                if !self.lease_exists(id) {
+                    return Ok(ApplyOutcome::Rejected(RequestError::LeaseNotFound));
+                }
+                let keys = self.lease_keys(id);
+                let revision = self.revision + 1;
+                if !keys.is_empty() {
+                    self.revision = revision;
+                }
+                for key in &keys {
+                    self.written.insert(key.clone(), self.history.len());
+                    self.history.push(Version {
+                        key: key.clone(),
+                        revision,
+                        state: None,
+                    });
+                }
+                self.lease_ops.insert(id, None);
+                Ok(ApplyOutcome::LeaseRevoke(LeaseRevokeResult {
+                    id,
+                    revision: self.revision,
+                    deleted: keys.len() as i64,
                 }))
             }
         }
@@ -808,6 +920,10 @@ impl<'a> Pending<'a> {
             ),
             (None, false, false) => (value, lease),
         };
+        // After the missing-key refusal, as the txn checks order them.
+        if lease != 0 && !ignore_lease && !self.lease_exists(lease) {
+            return Ok(Err(RequestError::LeaseNotFound));
+        }
         self.revision = revision;
         let kv = KeyValue {
             create_revision: meta.map_or(revision, |m| m.create_revision),
@@ -878,6 +994,13 @@ impl<'a> Pending<'a> {
         }
         // The records a compaction drops are deleted beside the loop
         // (`deleter.rs`), once the index no longer names them.
+        let meta = self.db.cf(CF_META);
+        for (&id, ttl) in &self.lease_ops {
+            match ttl {
+                Some(ttl) => batch.put_cf(meta, lease_key(id), encode_lease(*ttl)),
+                None => batch.delete_cf(meta, lease_key(id)),
+            }
+        }
         let compaction = self.compact_to.map(|revision| {
             let deletes = self.hist.compaction(revision, &self.history);
             batch.put_cf(

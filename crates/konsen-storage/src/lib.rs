@@ -22,6 +22,7 @@
 //! | `meta`        | `kv_cf`                    | version, which of `kv`/`kv_alt` is in use          |
 //! | `meta`        | `kv_compacted`             | version, the compacted revision                    |
 //! | `meta`        | `hist_layout`              | the layout of the state (`db.rs`)                  |
+//! | `meta`        | `lease/` + id, `i64` big-endian | version, the lease's TTL (`lease.rs`)         |
 //! | `kv`, `kv_alt`| empty (earlier layouts: the user's key) | (earlier layouts: the key's record)   |
 //! | `hist`, `hist_alt` | revision `i64` big-endian, then the user's key | the key's record at that revision (version, create/mod revision, version, lease, value); empty: deleted |
 //!
@@ -70,6 +71,7 @@
 //! * `db.rs`: RocksDB options, column families, keys, read/write helpers.
 //! * `log.rs`: [`LogStore`], the Raft log.
 //! * `kv.rs`: [`KvStore`] and applying entries; `range.rs`: reads.
+//! * `lease.rs`: the leases and the keys attached to them.
 //! * `txn.rs`: [`Txn`], its checks and evaluation; `history.rs`: the
 //!   versions kept for reads at old revisions, and compaction.
 //! * `snapshot.rs`: reading, receiving and installing snapshots.
@@ -86,6 +88,7 @@ mod error;
 mod history;
 mod index;
 mod kv;
+mod lease;
 mod log;
 mod options;
 mod range;
@@ -98,9 +101,10 @@ pub use command::Command;
 pub use error::{DecodeError, RequestError, StorageError};
 pub use history::Version as Change;
 pub use kv::{
-    ApplyOutcome, ApplyResult, CompactResult, DeleteRangeResult, KeyValue, KvStore, PutResult,
-    REVISION_INITIAL,
+    ApplyOutcome, ApplyResult, CompactResult, DeleteRangeResult, KeyValue, KvStore,
+    LeaseGrantResult, LeaseRevokeResult, PutResult, REVISION_INITIAL,
 };
+pub use lease::{LEASE_TTL_MAX, LeaseTable};
 pub use log::LogStore;
 pub use options::{HIST_MEMTABLE_BYTES_DEFAULT, REQUEST_BYTES_MAX_DEFAULT, StorageOptions};
 pub use range::{KeyRange, KvReader, RangeRequest, RangeResponse, SortOrder, SortTarget};

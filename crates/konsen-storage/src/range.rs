@@ -10,6 +10,7 @@ use crate::deleter::DeleterHandle;
 use crate::error::{RequestError, StorageError};
 use crate::history::{owned, read_version};
 use crate::kv::{KeyValue, KvStore, SharedHistIndex};
+use crate::lease::SharedLeases;
 
 /// How a range orders its keys (etcd `RangeRequest.SortOrder`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -197,6 +198,7 @@ impl KvStore {
             db: Arc::clone(&self.db),
             hist: self.hist.clone(),
             deleter: self.deleter.handle().clone(),
+            leases: self.leases.clone(),
         }
     }
 }
@@ -209,6 +211,7 @@ pub struct KvReader {
     pub(crate) db: Arc<Db>,
     pub(crate) hist: SharedHistIndex,
     pub(crate) deleter: DeleterHandle,
+    pub(crate) leases: SharedLeases,
 }
 
 impl KvReader {
@@ -231,6 +234,7 @@ impl KvReader {
         let state = ViewState {
             db,
             hist: &self.hist,
+            leases: &self.leases,
             position,
         };
         let path = crate::txn::TxnPath::decide(&state, txn)?;
@@ -245,6 +249,17 @@ impl KvReader {
         self.deleter.wait();
     }
 
+    /// Every lease and its granted TTL, by id (etcd's `LeaseLeases`).
+    pub fn leases(&self) -> Vec<(i64, i64)> {
+        self.leases.read().leases()
+    }
+
+    /// Lease `id`'s granted TTL and attached keys (sorted), if it exists.
+    pub fn lease(&self, id: i64) -> Option<(i64, Vec<Vec<u8>>)> {
+        let table = self.leases.read();
+        table.ttl(id).map(|ttl| (ttl, table.keys(id)))
+    }
+
     /// The current and compacted revisions of the latest applied state.
     pub fn revisions(&self) -> Result<(i64, i64), StorageError> {
         let position = self.hist.read().position();
@@ -256,6 +271,7 @@ impl KvReader {
 struct ViewState<'a> {
     db: &'a Db,
     hist: &'a SharedHistIndex,
+    leases: &'a SharedLeases,
     position: KvPosition,
 }
 
@@ -279,6 +295,10 @@ impl crate::txn::TxnState for ViewState<'_> {
 
     fn scan_at(&self, range: &KeyRange, revision: i64) -> Result<Vec<KeyValue>, StorageError> {
         history_at(self.db, self.hist, range, revision)
+    }
+
+    fn lease_exists(&self, id: i64) -> bool {
+        self.leases.read().contains(id)
     }
 }
 

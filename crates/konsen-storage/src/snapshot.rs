@@ -25,7 +25,10 @@
 //! big-endian); then the history (`history.rs`): history keys strictly
 //! increasing, each with the key's record at that revision or nothing for
 //! a delete. So a follower that installs a snapshot answers reads at every
-//! revision since the compaction point, as the leader does. The history
+//! revision since the compaction point, as the leader does. Last, one
+//! record with an empty key whose record is [`LEASES_MARKER`], then one
+//! record per lease: the id (`i64` big-endian), ids strictly increasing as
+//! bytes, and its TTL (`i64` big-endian). The history
 //! alone holds the current records too (each live key's latest version);
 //! they are sent apart for receivers that kept them apart (the builds
 //! before `HIST_LAYOUT_HISTORY_ONLY`), and for senders without a history
@@ -49,7 +52,14 @@ use crate::deleter::DeleterHandle;
 use crate::error::StorageError;
 use crate::history::{HistIndex, Located, history_key, owned, parse_history_key};
 use crate::kv::{KvStore, REVISION_INITIAL, SharedHistIndex, drop_leftovers};
+use crate::lease::{
+    LeaseTable, META_LEASE_END, META_LEASE_PREFIX, encode_lease, lease_key, read_leases,
+};
 use crate::log::LogStore;
+
+/// The record that starts the lease part of a snapshot (after an empty
+/// key; the history marker's record is 8 bytes, so the two never meet).
+const LEASES_MARKER: &[u8] = b"leases";
 use crate::range::KeyRange;
 
 /// What a snapshot covers: the state machine after applying every entry up
@@ -143,6 +153,20 @@ impl Snapshots {
             it.next();
         }
         it.status().map_err(|e| db.error(e))?;
+        drop(it);
+        if !emit(&mut chunk, &[], LEASES_MARKER, &mut stats) {
+            return Ok(stats);
+        }
+        for (id, ttl) in read_leases(db, Some(&view))? {
+            if !emit(
+                &mut chunk,
+                &id.to_be_bytes(),
+                &ttl.to_be_bytes(),
+                &mut stats,
+            ) {
+                return Ok(stats);
+            }
+        }
         if !chunk.is_empty() {
             stats.chunks += 1;
             stats.bytes += chunk.len() as u64;
@@ -207,6 +231,7 @@ impl Snapshots {
             cf,
             header,
             history: None,
+            leases: None,
             last_key: None,
             stats: SnapshotStats::default(),
             busy,
@@ -300,6 +325,9 @@ pub struct Receiving {
     header: SnapshotHeader,
     /// The compacted revision, once the history part has begun.
     history: Option<i64>,
+    /// The leases, once their part has begun (they are few and small, and
+    /// are written with the install, so they wait in memory).
+    leases: Option<Vec<(i64, i64)>>,
     last_key: Option<Vec<u8>>,
     stats: SnapshotStats,
     busy: BusyGuard,
@@ -327,9 +355,38 @@ impl Receiving {
         let mut keys = 0;
         let mut last_key = self.last_key.clone();
         let mut history = self.history;
+        let mut leases = self.leases.clone();
         while !records.is_empty() {
             let key = records.bytes().map_err(|e| bad(e.to_string()))?;
             let record = records.bytes().map_err(|e| bad(e.to_string()))?;
+            if key.is_empty() && record == LEASES_MARKER {
+                if history.is_none() || leases.is_some() {
+                    return Err(bad("a lease marker out of place".into()));
+                }
+                leases = Some(Vec::new());
+                last_key = None;
+                continue;
+            }
+            if let Some(leases) = &mut leases {
+                if last_key.as_deref().is_some_and(|last| last >= key) {
+                    return Err(bad("lease ids out of order".into()));
+                }
+                let (Ok(id), Ok(ttl)) = (<[u8; 8]>::try_from(key), <[u8; 8]>::try_from(record))
+                else {
+                    return Err(bad(format!(
+                        "lease record of {} and {} bytes",
+                        key.len(),
+                        record.len()
+                    )));
+                };
+                let (id, ttl) = (i64::from_be_bytes(id), i64::from_be_bytes(ttl));
+                if let Err(e) = crate::command::check_lease_grant(id, ttl) {
+                    return Err(bad(format!("lease {id}: {e}")));
+                }
+                leases.push((id, ttl));
+                last_key = Some(key.to_vec());
+                continue;
+            }
             if key.is_empty() {
                 if history.is_some() {
                     return Err(bad("a second history marker".into()));
@@ -392,6 +449,7 @@ impl Receiving {
         }
         self.db.write(batch, false)?;
         self.history = history;
+        self.leases = leases;
         self.last_key = last_key;
         self.stats.keys += keys;
         self.stats.bytes += data.len() as u64;
@@ -406,6 +464,7 @@ impl Receiving {
             // A sender without history: only the snapshot's own revision
             // can be read.
             compacted: self.history.unwrap_or(self.header.revision),
+            leases: self.leases.unwrap_or_default(),
             stats: self.stats,
             cf: self.cf,
             db: self.db,
@@ -419,6 +478,7 @@ impl Receiving {
 pub struct StagedSnapshot {
     header: SnapshotHeader,
     compacted: i64,
+    leases: Vec<(i64, i64)>,
     stats: SnapshotStats,
     cf: &'static str,
     db: Arc<Db>,
@@ -487,10 +547,17 @@ pub fn install_snapshot(
         META_KV_COMPACTED,
         encode_revision(staged.compacted),
     );
+    batch.delete_range_cf(db.cf(CF_META), META_LEASE_PREFIX, META_LEASE_END);
+    for &(id, ttl) in &staged.leases {
+        batch.put_cf(db.cf(CF_META), lease_key(id), encode_lease(ttl));
+    }
+    let staged_leases = LeaseTable::new(staged.leases, &staged_keys);
     {
         let mut hist = kv.hist.write();
+        let mut leases = kv.leases.write();
         db.write(batch, log.syncs())?;
         *hist = staged_hist;
+        *leases = staged_leases;
     }
     log.restored_snapshot(index, term, hard_state);
     let old = kv.cf;

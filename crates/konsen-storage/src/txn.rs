@@ -267,6 +267,8 @@ pub(crate) trait TxnState {
     fn scan(&self, range: &KeyRange) -> Result<Vec<KeyValue>, StorageError>;
     /// The keys in `range` at `revision` (below the current one).
     fn scan_at(&self, range: &KeyRange, revision: i64) -> Result<Vec<KeyValue>, StorageError>;
+    /// Whether lease `id` exists now.
+    fn lease_exists(&self, id: i64) -> bool;
 }
 
 /// The branches a txn takes: whether its compares held, and the same for
@@ -391,6 +393,7 @@ fn check_path_for(
             }
             TxnOp::Put {
                 key,
+                lease,
                 ignore_value,
                 ignore_lease,
                 ..
@@ -400,6 +403,13 @@ fn check_path_for(
                     && state.get(key)?.is_none()
                 {
                     return Ok(Err(RequestError::KeyNotFound));
+                }
+                if check == PathCheck::Puts
+                    && *lease != 0
+                    && !*ignore_lease
+                    && !state.lease_exists(*lease)
+                {
+                    return Ok(Err(RequestError::LeaseNotFound));
                 }
             }
             TxnOp::DeleteRange { .. } => {}

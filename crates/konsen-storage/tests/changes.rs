@@ -113,6 +113,8 @@ impl Model {
                 changes.sort_by(|a, b| a.key.cmp(&b.key));
                 changes
             }
+            // This model's commands use no leases.
+            Command::LeaseGrant { .. } | Command::LeaseRevoke { .. } => Vec::new(),
             Command::Compact { revision } => {
                 // One at or below the compacted revision is refused (two
                 // compactions of one batch may come in either order).

@@ -274,7 +274,9 @@ fn ignore_value_and_ignore_lease_keep_the_current_ones() {
         ignore_value: false,
         ignore_lease: false,
     };
-    let outcomes = apply(&mut store, &[touch("k"), leased, touch("k")]);
+    let grant = Command::LeaseGrant { id: 77, ttl: 60 };
+    let outcomes = apply(&mut store, &[grant, touch("k"), leased, touch("k")]);
+    let outcomes = &outcomes[1..];
     assert_eq!(
         outcomes[0],
         ApplyOutcome::Rejected(RequestError::KeyNotFound)

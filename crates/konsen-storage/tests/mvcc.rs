@@ -440,6 +440,9 @@ enum Step {
     Delete(DeleteIntent),
     Txn(TxnIntent),
     Compact(u8),
+    /// Grant lease 1 or 2 (ids the puts use), or revoke it.
+    LeaseGrant(u8),
+    LeaseRevoke(u8),
     /// A leader's no-op.
     Nothing,
 }
@@ -454,6 +457,15 @@ impl Step {
                 revision: pick_compact_revision(*sel, m),
             }
             .encode(),
+            Step::LeaseGrant(id) => Command::LeaseGrant {
+                id: i64::from(id % 3),
+                ttl: 10,
+            }
+            .encode(),
+            Step::LeaseRevoke(id) => Command::LeaseRevoke {
+                id: i64::from(id % 3),
+            }
+            .encode(),
             Step::Nothing => Bytes::new(),
         }
     }
@@ -465,6 +477,8 @@ fn step() -> impl Strategy<Value = Step> {
         2 => delete_intent().prop_map(Step::Delete),
         6 => txn_intent().prop_map(Step::Txn),
         1 => any::<u8>().prop_map(Step::Compact),
+        2 => any::<u8>().prop_map(Step::LeaseGrant),
+        1 => any::<u8>().prop_map(Step::LeaseRevoke),
         1 => Just(Step::Nothing),
     ]
 }
@@ -546,6 +560,9 @@ struct Seen {
     refused: [u64; 5],
     compacted: u64,
     historical_reads: u64,
+    /// Puts on a lease that does not exist, grants of one that does, and
+    /// the lease id 0.
+    lease_refused: u64,
 }
 
 fn note(seen: &mut Seen, outcome: &ApplyOutcome) {
@@ -561,6 +578,11 @@ fn note(seen: &mut Seen, outcome: &ApplyOutcome) {
             }
         }
         ApplyOutcome::Compact(_) => seen.compacted += 1,
+        ApplyOutcome::Rejected(
+            RequestError::LeaseNotFound
+            | RequestError::LeaseExists
+            | RequestError::LeaseIdNotPositive(_),
+        ) => seen.lease_refused += 1,
         ApplyOutcome::Rejected(e) => {
             let i = match e {
                 RequestError::DuplicateKey => 0,

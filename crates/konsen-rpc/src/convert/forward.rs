@@ -3,7 +3,8 @@
 
 use konsen_core::{Index, Term};
 use konsen_storage::{
-    ApplyOutcome, CompactResult, DeleteRangeResult, KeyValue, PutResult, TxnResult,
+    ApplyOutcome, CompactResult, DeleteRangeResult, KeyValue, LeaseGrantResult, LeaseRevokeResult,
+    PutResult, TxnResult,
 };
 use prost::Message as _;
 
@@ -28,6 +29,8 @@ pub enum WriteResult {
     DeleteRange(DeleteRangeResult),
     Txn(TxnResult),
     Compact(CompactResult),
+    LeaseGrant(LeaseGrantResult),
+    LeaseRevoke(LeaseRevokeResult),
     /// Refused alike on every replica; the text is for the client.
     Rejected(String),
 }
@@ -41,6 +44,8 @@ impl WriteResult {
             ApplyOutcome::DeleteRange(d) => WriteResult::DeleteRange(d),
             ApplyOutcome::Txn(t) => WriteResult::Txn(t),
             ApplyOutcome::Compact(c) => WriteResult::Compact(c),
+            ApplyOutcome::LeaseGrant(g) => WriteResult::LeaseGrant(g),
+            ApplyOutcome::LeaseRevoke(r) => WriteResult::LeaseRevoke(r),
             ApplyOutcome::Rejected(e) => WriteResult::Rejected(e.to_string()),
             ApplyOutcome::Empty => {
                 WriteResult::Rejected("the entry carried no command".to_string())
@@ -73,6 +78,16 @@ pub fn write_outcome_to_wire(o: WriteOutcome) -> peer::ForwardResponse {
             Outcome::Txn(txn_result_to_etcd(t, &header).encode_to_vec().into())
         }
         WriteResult::Compact(c) => Outcome::CompactRevision(c.revision),
+        WriteResult::LeaseGrant(g) => Outcome::LeaseGrant(peer::LeaseGrantResult {
+            id: g.id,
+            ttl: g.ttl,
+            revision: g.revision,
+        }),
+        WriteResult::LeaseRevoke(r) => Outcome::LeaseRevoke(peer::LeaseRevokeResult {
+            id: r.id,
+            revision: r.revision,
+            deleted: r.deleted,
+        }),
         WriteResult::Rejected(message) => Outcome::Rejected(peer::Rejected { message }),
     };
     peer::ForwardResponse {
@@ -105,6 +120,16 @@ pub fn write_outcome_from_wire(r: peer::ForwardResponse) -> Result<WriteOutcome,
             WriteResult::Txn(txn_result_from_etcd(t)?)
         }
         Outcome::CompactRevision(revision) => WriteResult::Compact(CompactResult { revision }),
+        Outcome::LeaseGrant(g) => WriteResult::LeaseGrant(LeaseGrantResult {
+            id: g.id,
+            ttl: g.ttl,
+            revision: g.revision,
+        }),
+        Outcome::LeaseRevoke(r) => WriteResult::LeaseRevoke(LeaseRevokeResult {
+            id: r.id,
+            revision: r.revision,
+            deleted: r.deleted,
+        }),
         Outcome::Rejected(r) => WriteResult::Rejected(r.message),
     };
     Ok(WriteOutcome {
@@ -171,6 +196,16 @@ mod tests {
                 })],
             }),
             WriteResult::Compact(CompactResult { revision: 5 }),
+            WriteResult::LeaseGrant(LeaseGrantResult {
+                id: 7,
+                ttl: 10,
+                revision: 5,
+            }),
+            WriteResult::LeaseRevoke(LeaseRevokeResult {
+                id: 7,
+                revision: 6,
+                deleted: 2,
+            }),
             WriteResult::Rejected("key not found".into()),
         ] {
             let o = WriteOutcome {

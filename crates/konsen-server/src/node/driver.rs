@@ -34,7 +34,8 @@ use konsen_core::{
 use konsen_rpc::convert::{WriteOutcome, WriteResult};
 use konsen_rpc::peer::raft_peer_client::RaftPeerClient;
 use konsen_storage::{
-    ApplyResult, KvStore, LogStore, RocksStore, Snapshots, StagedSnapshot, install_snapshot,
+    ApplyOutcome, ApplyResult, KvStore, LogStore, RocksStore, Snapshots, StagedSnapshot,
+    install_snapshot,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -45,6 +46,7 @@ use super::snapshot::{self, SNAPSHOT_SENDS_MAX};
 use super::waiters::{PendingWrite, Waiters};
 use super::{NodeError, NodeHandle, NodeStatus, PeerEvent, Request};
 use crate::feed::{FeedBatch, WatchHub};
+use crate::lessor::Lessor;
 use crate::settings::Settings;
 use crate::transport::Transport;
 
@@ -87,6 +89,7 @@ pub fn spawn(
     transport: Transport,
     snapshot_clients: SnapshotClients,
     hub: WatchHub,
+    lessor: Lessor,
     shutdown: watch::Receiver<bool>,
 ) -> Result<NodeParts> {
     let RocksStore { log, kv } = store;
@@ -142,6 +145,7 @@ pub fn spawn(
         ticks: 0,
         lazy_watch: None,
         hub,
+        lessor,
     };
     let task = tokio::spawn(driver.run(request_rx, peer_rx, snapshot_done_rx, shutdown));
     Ok(NodeParts {
@@ -229,6 +233,8 @@ struct Driver {
     lazy_watch: Option<(konsen_core::Index, tokio::time::Instant)>,
     /// Where applied changes go to the watch streams.
     hub: WatchHub,
+    /// The leases' clocks, kept while this node leads.
+    lessor: Lessor,
 }
 
 impl Driver {
@@ -578,6 +584,13 @@ impl Driver {
         for message in snapshots {
             self.start_snapshot(message);
         }
+        for result in &results {
+            match result.outcome {
+                ApplyOutcome::LeaseGrant(g) => self.lessor.granted(g.id, g.ttl),
+                ApplyOutcome::LeaseRevoke(r) => self.lessor.revoked(r.id),
+                _ => {}
+            }
+        }
         if let Some(first) = committed_entries.first().map(|e| e.index) {
             for result in results {
                 let Some(write) = self.waiters.take_write(result.index) else {
@@ -683,6 +696,13 @@ impl Driver {
     }
 
     fn on_soft_state(&mut self, soft: SoftState) {
+        if soft.role == Role::Leader && !self.lessor.is_primary() {
+            // The longest election timeout the core may draw.
+            let extend = self.settings.tick * (2 * self.settings.election_ticks);
+            self.lessor.promote(self.kv().leases(), extend);
+        } else if soft.role != Role::Leader {
+            self.lessor.demote();
+        }
         if soft.role != Role::Leader {
             // Writes proposed here may still commit under the new leader,
             // or be overwritten: their clients must not wait for either.

@@ -10,6 +10,7 @@
 
 mod cluster;
 mod kv;
+mod lease;
 mod maintenance;
 mod peer;
 mod watch;
@@ -33,11 +34,13 @@ use tonic::transport::Channel;
 pub use cluster::ClusterService;
 pub use kv::KvService;
 pub(crate) use kv::put_response;
+pub use lease::LeaseService;
 pub use maintenance::MaintenanceService;
 pub use peer::PeerService;
 pub use watch::WatchService;
 
 use crate::feed::WatchHub;
+use crate::lessor::Lessor;
 use crate::node::{NodeError, NodeHandle};
 use crate::settings::Settings;
 
@@ -79,6 +82,8 @@ pub struct Shared {
     /// One permit per watch stream being served
     /// (`limits.watch_streams_max`).
     pub watch_streams: Arc<Semaphore>,
+    /// The leases' clocks (kept while this node leads).
+    pub lessor: Lessor,
 }
 
 impl Shared {
@@ -285,8 +290,12 @@ pub fn node_status(e: &NodeError) -> Status {
 /// status etcd gives for the same words.
 pub fn rejected_status(why: &str) -> Status {
     let message = format!("etcdserver: {why}");
-    if why.starts_with("mvcc: required revision") {
+    if why.starts_with("mvcc: required revision") || why == "too large lease TTL" {
         Status::out_of_range(message)
+    } else if why == "requested lease not found" {
+        Status::not_found(message)
+    } else if why == "lease already exists" {
+        Status::failed_precondition(message)
     } else {
         Status::invalid_argument(message)
     }
@@ -311,6 +320,12 @@ pub fn request_status(e: &RequestError) -> Status {
         | RequestError::TxnTooDeep { .. } => Status::invalid_argument(format!("etcdserver: {e}")),
         RequestError::Decode(e) => {
             Status::invalid_argument(format!("etcdserver: malformed request: {e}"))
+        }
+        RequestError::LeaseNotFound => Status::not_found(format!("etcdserver: {e}")),
+        RequestError::LeaseExists => Status::failed_precondition(format!("etcdserver: {e}")),
+        RequestError::LeaseTtlTooLarge { .. } => Status::out_of_range(format!("etcdserver: {e}")),
+        RequestError::LeaseTtlNotPositive(_) | RequestError::LeaseIdNotPositive(_) => {
+            Status::invalid_argument(format!("etcdserver: {e}"))
         }
     }
 }

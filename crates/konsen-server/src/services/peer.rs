@@ -14,8 +14,8 @@ use konsen_rpc::convert::{
     write_outcome_to_wire,
 };
 use konsen_rpc::peer::{
-    ForwardRequest, ForwardResponse, MessageBatch, SendAck, SnapshotAck, SnapshotChunk,
-    raft_peer_server::RaftPeer,
+    ForwardRequest, ForwardResponse, LeaseRequest, LeaseResponse, MessageBatch, SendAck,
+    SnapshotAck, SnapshotChunk, raft_peer_server::RaftPeer,
 };
 use konsen_storage::{Command, StorageError};
 use tokio::sync::watch;
@@ -274,5 +274,26 @@ impl RaftPeer for PeerService {
                 other => node_status(&other),
             })?;
         Ok(Response::new(write_outcome_to_wire(outcome)))
+    }
+
+    async fn lease(
+        &self,
+        request: Request<LeaseRequest>,
+    ) -> Result<Response<LeaseResponse>, Status> {
+        let request = request.into_inner();
+        self.check_cluster(request.cluster_id)?;
+        // Never forwarded again: only the leader keeps the clocks.
+        let clock = self
+            .shared
+            .local_lease_clock(request.id, request.renew)
+            .ok_or_else(|| Status::unavailable(NOT_LEADER_MESSAGE))?;
+        Ok(Response::new(match clock {
+            Some((granted_ttl, remaining_ttl)) => LeaseResponse {
+                found: true,
+                granted_ttl,
+                remaining_ttl,
+            },
+            None => LeaseResponse::default(),
+        }))
     }
 }

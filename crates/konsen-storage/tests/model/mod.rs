@@ -19,8 +19,9 @@ use bytes::Bytes;
 use konsen_core::{Entry, EntryKind};
 use konsen_storage::{
     ApplyOutcome, Command, CompactResult, Compare, CompareResult, CompareTarget, DeleteRangeResult,
-    KeyValue, PutResult, REVISION_INITIAL, RangeRequest, RangeResponse, RequestError, SortOrder,
-    SortTarget, Txn, TxnOp, TxnResponse, TxnResult,
+    KeyValue, LEASE_TTL_MAX, LeaseGrantResult, LeaseRevokeResult, PutResult, REVISION_INITIAL,
+    RangeRequest, RangeResponse, RequestError, SortOrder, SortTarget, Txn, TxnOp, TxnResponse,
+    TxnResult,
 };
 
 /// Every live key at one revision.
@@ -37,6 +38,8 @@ pub struct Model {
     pub keys: Keys,
     /// Revision -> every live key after it, for every revision from 1.
     pub history: BTreeMap<i64, Keys>,
+    /// The leases that exist, with their TTLs.
+    pub leases: BTreeMap<i64, i64>,
 }
 
 /// A request being applied: the revision before it, the keys as it left
@@ -129,6 +132,7 @@ impl Model {
             compacted: 0,
             keys: Keys::new(),
             history: BTreeMap::from([(REVISION_INITIAL, Keys::new())]),
+            leases: BTreeMap::new(),
         }
     }
 
@@ -200,6 +204,9 @@ impl Model {
                 if (*ignore_value || *ignore_lease) && !self.keys.contains_key(key) {
                     return ApplyOutcome::Rejected(RequestError::KeyNotFound);
                 }
+                if *lease != 0 && !*ignore_lease && !self.leases.contains_key(lease) {
+                    return ApplyOutcome::Rejected(RequestError::LeaseNotFound);
+                }
                 let mut s = self.scratch();
                 let put = s.put(key, value, *lease, *prev_kv, *ignore_value, *ignore_lease);
                 self.finish(s);
@@ -239,6 +246,51 @@ impl Model {
                 self.compacted = revision;
                 ApplyOutcome::Compact(CompactResult {
                     revision: self.revision,
+                })
+            }
+            &Command::LeaseGrant { id, ttl } => {
+                if id <= 0 {
+                    return ApplyOutcome::Rejected(RequestError::LeaseIdNotPositive(id));
+                }
+                if ttl <= 0 {
+                    return ApplyOutcome::Rejected(RequestError::LeaseTtlNotPositive(ttl));
+                }
+                if ttl > LEASE_TTL_MAX {
+                    return ApplyOutcome::Rejected(RequestError::LeaseTtlTooLarge {
+                        ttl,
+                        max: LEASE_TTL_MAX,
+                    });
+                }
+                if self.leases.contains_key(&id) {
+                    return ApplyOutcome::Rejected(RequestError::LeaseExists);
+                }
+                self.leases.insert(id, ttl);
+                ApplyOutcome::LeaseGrant(LeaseGrantResult {
+                    id,
+                    ttl,
+                    revision: self.revision,
+                })
+            }
+            &Command::LeaseRevoke { id } => {
+                if self.leases.remove(&id).is_none() {
+                    return ApplyOutcome::Rejected(RequestError::LeaseNotFound);
+                }
+                let mut s = self.scratch();
+                let doomed: Vec<Vec<u8>> = s
+                    .keys
+                    .values()
+                    .filter(|kv| kv.lease == id)
+                    .map(|kv| kv.key.clone())
+                    .collect();
+                for key in &doomed {
+                    s.keys.remove(key);
+                }
+                s.changed = !doomed.is_empty();
+                self.finish(s);
+                ApplyOutcome::LeaseRevoke(LeaseRevokeResult {
+                    id,
+                    revision: self.revision,
+                    deleted: doomed.len() as i64,
                 })
             }
         }
@@ -357,6 +409,13 @@ impl Model {
                 ..
             } if (*ignore_value || *ignore_lease) && !self.keys.contains_key(key) => {
                 Err(RequestError::KeyNotFound)
+            }
+            TxnOp::Put {
+                lease,
+                ignore_lease,
+                ..
+            } if *lease != 0 && !*ignore_lease && !self.leases.contains_key(lease) => {
+                Err(RequestError::LeaseNotFound)
             }
             _ => Ok(()),
         };
