@@ -704,10 +704,16 @@ impl<'a> Pending<'a> {
 
     /// The keys attached to lease `id` at this point in the batch, sorted.
     fn lease_keys(&self, id: i64) -> Vec<Vec<u8>> {
-        let mut keys: BTreeSet<Vec<u8>> = self.leases.keys(id).into_iter().collect();
-        keys.extend(self.written.keys().cloned());
+        // The table's keys as of the batch's start, and the keys the batch
+        // wrote, each kept if its state now names the lease.
+        let keys: BTreeSet<&Vec<u8>> = self
+            .leases
+            .key_refs(id)
+            .chain(self.written.keys())
+            .collect();
         keys.into_iter()
             .filter(|key| self.meta(key).is_some_and(|m| m.lease == id))
+            .cloned()
             .collect()
     }
 

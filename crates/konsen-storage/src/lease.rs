@@ -111,21 +111,13 @@ impl LeaseTable {
         self.ttls.iter().map(|(&id, &ttl)| (id, ttl)).collect()
     }
 
-    /// How many leases exist.
-    pub fn len(&self) -> usize {
-        self.ttls.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.ttls.is_empty()
-    }
-
     /// The keys attached to lease `id`, sorted.
     pub fn keys(&self, id: i64) -> Vec<Vec<u8>> {
-        self.keys
-            .get(&id)
-            .map(|keys| keys.iter().cloned().collect())
-            .unwrap_or_default()
+        self.key_refs(id).cloned().collect()
+    }
+
+    pub(crate) fn key_refs(&self, id: i64) -> impl Iterator<Item = &Vec<u8>> {
+        self.keys.get(&id).into_iter().flatten()
     }
 
     /// Moves `key` from lease `old` to lease `new` (0: none).

@@ -230,25 +230,20 @@ impl Lease for LeaseService {
         let clock = self.shared.lease_clock(r.id, false).await?;
         let stored = self.shared.reader.lease(r.id);
         let header = Some(self.header());
-        let response = match (clock, stored) {
-            (Some((granted, remaining)), Some((_, keys))) => LeaseTimeToLiveResponse {
+        let response = match clock {
+            // A node that has not applied the grant yet knows no keys.
+            Some((granted, remaining)) => LeaseTimeToLiveResponse {
                 header,
                 id: r.id,
                 ttl: remaining,
                 granted_ttl: granted,
-                keys: if r.keys { keys } else { Vec::new() },
-            },
-            // The leader has it but this node has not applied its grant
-            // yet: its keys are not known here, its clock is.
-            (Some((granted, remaining)), None) => LeaseTimeToLiveResponse {
-                header,
-                id: r.id,
-                ttl: remaining,
-                granted_ttl: granted,
-                keys: Vec::new(),
+                keys: stored
+                    .filter(|_| r.keys)
+                    .map(|(_, keys)| keys)
+                    .unwrap_or_default(),
             },
             // etcd answers a lease that does not exist with a TTL of -1.
-            (None, _) => LeaseTimeToLiveResponse {
+            None => LeaseTimeToLiveResponse {
                 header,
                 id: r.id,
                 ttl: -1,
