@@ -233,11 +233,15 @@ struct EtcdctlWatch {
 
 impl EtcdctlWatch {
     fn start(endpoints: &str, args: &[&str]) -> EtcdctlWatch {
+        EtcdctlWatch::spawn(endpoints, &[&["watch"], args].concat())
+    }
+
+    /// Any long-running etcdctl command (watch, lock, elect, keep-alive).
+    fn spawn(endpoints: &str, args: &[&str]) -> EtcdctlWatch {
         use std::io::BufRead;
         let mut child = Command::new("etcdctl")
             .env("ETCDCTL_API", "3")
             .arg(format!("--endpoints={endpoints}"))
-            .arg("watch")
             .args(args)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
@@ -254,6 +258,28 @@ impl EtcdctlWatch {
             }
         });
         EtcdctlWatch { child, lines }
+    }
+
+    /// The lines printed so far.
+    fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// Waits until at least `n` lines were printed, or `max` passed.
+    async fn wait_lines(&self, n: usize, max: std::time::Duration) -> Vec<String> {
+        let started = std::time::Instant::now();
+        while self.lines().len() < n && started.elapsed() < max {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        self.lines()
+    }
+
+    /// Ends etcdctl as Ctrl-C would, so it releases its lease first.
+    fn interrupt(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
     }
 
     /// Waits until `events` put events (three lines each) were printed;
@@ -350,4 +376,146 @@ async fn etcdctl_watch_across_a_leader_kill_sees_every_put_once() {
         replayed,
         "the watch that started on the leader"
     );
+}
+
+fn etcdctl_missing(what: &str) -> bool {
+    if Command::new("etcdctl").arg("version").output().is_ok() {
+        return false;
+    }
+    assert!(
+        !common::required_in_ci(),
+        "etcdctl is missing: .ci/run installs it (etcd-client)"
+    );
+    eprintln!("NOTICE: etcdctl not found; skipping the etcdctl {what} test");
+    true
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn etcdctl_lease_grant_put_keep_alive_timetolive_and_expiry() {
+    if etcdctl_missing("lease") {
+        return;
+    }
+    let cluster = TestCluster::start(3);
+    let leader = cluster.wait_for_leader(&[1, 2, 3]).await;
+    let follower = cluster.others(leader)[0];
+    let all = cluster
+        .ids()
+        .iter()
+        .map(|&id| cluster.endpoint(id).to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let (ok, out) = etcdctl(&all, &["lease", "grant", "3"]);
+    assert!(ok, "{out}");
+    // "lease 0001a2537b635604 granted with TTL(3s)"
+    let id = out.split_whitespace().nth(1).unwrap().to_string();
+    assert!(out.contains("granted with TTL(3s)"), "{out}");
+    let (ok, out) = etcdctl(&all, &["put", &format!("--lease={id}"), "lk", "v"]);
+    assert!(ok, "{out}");
+    let (ok, out) = etcdctl(&all, &["lease", "timetolive", "--keys", &id]);
+    assert!(ok && out.contains("attached keys([lk])"), "{out}");
+    let (ok, out) = etcdctl(&all, &["lease", "list"]);
+    assert!(ok && out.contains(&id), "{out}");
+
+    // Kept alive through a follower for longer than its TTL: the key stays.
+    let keep = EtcdctlWatch::spawn(cluster.endpoint(follower), &["lease", "keep-alive", &id]);
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    let (ok, out) = etcdctl(&all, &["get", "lk"]);
+    assert!(ok && out.contains("lk"), "kept alive, yet: {out}");
+    let renewed = keep.lines();
+    assert!(
+        renewed.len() >= 2 && renewed.iter().all(|l| l.contains("keepalived with TTL(3)")),
+        "{renewed:?}"
+    );
+    drop(keep);
+
+    // Orphaned: gone within TTL + election time (and the expiry check).
+    let started = std::time::Instant::now();
+    loop {
+        let (ok, out) = etcdctl(&all, &["get", "lk"]);
+        assert!(ok, "{out}");
+        if !out.contains("lk") {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(3 + 1 + 3),
+            "lk outlived its lease"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let (_, out) = etcdctl(&all, &["lease", "timetolive", &id]);
+    assert!(out.contains("already expired"), "{out}");
+    let (ok, out) = etcdctl(&all, &["lease", "revoke", &id]);
+    assert!(!ok && out.contains("requested lease not found"), "{out}");
+    let (ok, out) = etcdctl(&all, &["lease", "grant", "0"]);
+    assert!(!ok && out.contains("lease TTL must be positive"), "{out}");
+    let (ok, out) = etcdctl(&all, &["put", "--lease=123", "x", "y"]);
+    assert!(!ok && out.contains("requested lease not found"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn etcdctl_lock_is_held_by_one_process_at_a_time_across_nodes() {
+    if etcdctl_missing("lock") {
+        return;
+    }
+    let cluster = TestCluster::start(3);
+    cluster.wait_for_leader(&[1, 2, 3]).await;
+    let quiet = std::time::Duration::from_secs(2);
+    let mut first = EtcdctlWatch::spawn(cluster.endpoint(1), &["lock", "L"]);
+    let held = first.wait_lines(1, common::WAIT_MAX).await;
+    assert!(held[0].starts_with("L/"), "{held:?}");
+    let mut second = EtcdctlWatch::spawn(cluster.endpoint(2), &["lock", "--ttl=3", "L"]);
+    let waiting = second.wait_lines(1, quiet).await;
+    assert!(waiting.is_empty(), "both hold L: {waiting:?}");
+    // The first exits cleanly: the second gets the lock.
+    first.interrupt();
+    let got = second.wait_lines(1, common::WAIT_MAX).await;
+    assert!(!got.is_empty() && got[0].starts_with("L/"), "{got:?}");
+    assert_ne!(got[0], held[0]);
+
+    // The second dies without releasing: the third waits for its lease
+    // (TTL 3 s) to expire, and no longer than that plus election time.
+    let third = EtcdctlWatch::spawn(cluster.endpoint(3), &["lock", "L"]);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let _ = second.child.kill();
+    let _ = second.child.wait();
+    let killed = std::time::Instant::now();
+    let early = third.wait_lines(1, std::time::Duration::from_secs(1)).await;
+    assert!(
+        early.is_empty(),
+        "L taken while its holder's lease lived: {early:?}"
+    );
+    let late = third
+        .wait_lines(1, std::time::Duration::from_secs(10))
+        .await;
+    assert!(!late.is_empty() && late[0].starts_with("L/"), "{late:?}");
+    assert!(
+        killed.elapsed() < std::time::Duration::from_secs(3 + 1 + 3),
+        "took {:?}",
+        killed.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn etcdctl_elect_has_one_leader_and_a_new_one_when_it_exits() {
+    if etcdctl_missing("elect") {
+        return;
+    }
+    let mut cluster = TestCluster::start(3);
+    let leader = cluster.wait_for_leader(&[1, 2, 3]).await;
+    let others = cluster.others(leader);
+    let observer = EtcdctlWatch::spawn(cluster.endpoint(others[1]), &["elect", "-l", "E"]);
+    let mut p1 = EtcdctlWatch::spawn(cluster.endpoint(others[0]), &["elect", "E", "p1"]);
+    let won = p1.wait_lines(2, common::WAIT_MAX).await;
+    assert_eq!(won.get(1).map(String::as_str), Some("p1"), "{won:?}");
+    let p2 = EtcdctlWatch::spawn(cluster.endpoint(others[1]), &["elect", "E", "p2"]);
+    // A Raft leader change does not end p1's term: leases are extended.
+    cluster.kill(leader);
+    let waiting = p2.wait_lines(1, std::time::Duration::from_secs(4)).await;
+    assert!(waiting.is_empty(), "two leaders: {waiting:?}");
+    p1.interrupt();
+    let won = p2.wait_lines(2, common::WAIT_MAX).await;
+    assert_eq!(won.get(1).map(String::as_str), Some("p2"), "{won:?}");
+    let seen = observer.wait_lines(4, common::WAIT_MAX).await;
+    let proposals: Vec<&str> = seen.iter().skip(1).step_by(2).map(String::as_str).collect();
+    assert_eq!(proposals, ["p1", "p2"], "{seen:?}");
 }
