@@ -26,6 +26,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use crate::periodic::Periodic;
 use crate::services::Shared;
 use crate::settings::AutoCompaction;
 
@@ -35,7 +36,7 @@ const REVISION_CHECK: Duration = Duration::from_millis(100);
 const SAMPLES_MAX: usize = 12;
 
 /// Runs until `shutdown` turns true.
-pub async fn run(shared: Shared, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(shared: Shared, shutdown: watch::Receiver<bool>) {
     let mode = shared.settings.auto_compaction;
     let check = match mode {
         AutoCompaction::Off => return,
@@ -43,16 +44,8 @@ pub async fn run(shared: Shared, mut shutdown: watch::Receiver<bool>) {
         AutoCompaction::Periodic(retention) => (retention / 10).max(shared.settings.tick),
     };
     let mut samples: VecDeque<(Instant, i64)> = VecDeque::new();
-    let mut interval = tokio::time::interval(check);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = interval.tick() => {}
-            _ = shutdown.changed() => return,
-        }
-        if *shutdown.borrow() {
-            return;
-        }
+    let mut periodic = Periodic::new(check, shutdown);
+    while periodic.tick().await {
         let Ok((current, compacted)) = shared.reader.revisions() else {
             continue;
         };

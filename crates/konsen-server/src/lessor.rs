@@ -28,6 +28,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use crate::periodic::Periodic;
 use crate::services::Shared;
 
 /// How often the leader looks for expired leases (etcd: 500 ms).
@@ -203,17 +204,9 @@ fn secs(ttl: i64) -> Duration {
 
 /// On the leader, revokes expired leases through the log; runs until
 /// `shutdown` turns true.
-pub async fn run_expiry(shared: Shared, lessor: Lessor, mut shutdown: watch::Receiver<bool>) {
-    let mut interval = tokio::time::interval(EXPIRY_CHECK);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = interval.tick() => {}
-            _ = shutdown.changed() => return,
-        }
-        if *shutdown.borrow() {
-            return;
-        }
+pub async fn run_expiry(shared: Shared, lessor: Lessor, shutdown: watch::Receiver<bool>) {
+    let mut periodic = Periodic::new(EXPIRY_CHECK, shutdown);
+    while periodic.tick().await {
         for id in lessor.expired(Instant::now(), LEASE_REVOKES_PER_CHECK_MAX) {
             let shared = shared.clone();
             tokio::spawn(async move {

@@ -22,6 +22,7 @@ mod grpc;
 mod lessor;
 pub mod logging;
 mod node;
+mod periodic;
 mod put;
 mod server;
 mod services;

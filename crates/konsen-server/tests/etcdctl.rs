@@ -508,7 +508,9 @@ async fn etcdctl_elect_has_one_leader_and_a_new_one_when_it_exits() {
     let won = p1.wait_lines(2, common::WAIT_MAX).await;
     assert_eq!(won.get(1).map(String::as_str), Some("p1"), "{won:?}");
     let p2 = EtcdctlWatch::spawn(cluster.endpoint(others[1]), &["elect", "E", "p2"]);
-    // A Raft leader change does not end p1's term: leases are extended.
+    // A Raft leader change does not end p1's term. (Its session TTL is
+    // etcdctl's 60 s, so this does not time the lease extension:
+    // tests/lease.rs does.)
     cluster.kill(leader);
     let waiting = p2.wait_lines(1, std::time::Duration::from_secs(4)).await;
     assert!(waiting.is_empty(), "two leaders: {waiting:?}");

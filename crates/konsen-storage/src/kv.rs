@@ -18,7 +18,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use konsen_core::{Entry, EntryKind, Index};
@@ -39,6 +39,7 @@ use crate::history::{
 use crate::index::{KeyIndex, KeyMeta};
 use crate::lease::{LeaseTable, SharedLeases, encode_lease, lease_key, read_leases};
 use crate::range::{KeyRange, scan_stored};
+use crate::shared::Shared;
 use crate::txn::{TxnOp, TxnPath, TxnResponse, TxnResult, TxnState, branch, check_path, txn_range};
 
 /// The revision of a store to which nothing was written yet (etcd's too).
@@ -158,26 +159,9 @@ pub struct KvStore {
 }
 
 /// The history index shared by the store and its readers.
-#[derive(Clone, Debug)]
-pub(crate) struct SharedHistIndex(Arc<RwLock<HistIndex>>);
+pub(crate) type SharedHistIndex = Shared<HistIndex>;
 
 impl SharedHistIndex {
-    pub(crate) fn new(index: HistIndex) -> Self {
-        SharedHistIndex(Arc::new(RwLock::new(index)))
-    }
-
-    pub(crate) fn read(&self) -> RwLockReadGuard<'_, HistIndex> {
-        self.0
-            .read()
-            .expect("history index invariant: no holder of its lock panicked")
-    }
-
-    pub(crate) fn write(&self) -> RwLockWriteGuard<'_, HistIndex> {
-        self.0
-            .write()
-            .expect("history index invariant: no holder of its lock panicked")
-    }
-
     /// A view of the database, its position, and what `pick` takes from
     /// the index about it, all under the read lock: the index then
     /// describes the view exactly, and the versions `pick` names can be

@@ -17,12 +17,12 @@
 //! a snapshot install.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::codec::{decode_revision, encode_revision};
 use crate::db::{CF_META, Db};
 use crate::error::StorageError;
 use crate::index::KeyIndex;
+use crate::shared::Shared;
 
 /// The largest TTL a lease may be granted, in seconds (etcd's
 /// `MaxLeaseTTL`, about 285 years).
@@ -153,26 +153,7 @@ impl LeaseTable {
 }
 
 /// The lease table shared by the store and its readers.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct SharedLeases(Arc<RwLock<LeaseTable>>);
-
-impl SharedLeases {
-    pub(crate) fn new(table: LeaseTable) -> Self {
-        SharedLeases(Arc::new(RwLock::new(table)))
-    }
-
-    pub(crate) fn read(&self) -> RwLockReadGuard<'_, LeaseTable> {
-        self.0
-            .read()
-            .expect("lease table invariant: no holder of its lock panicked")
-    }
-
-    pub(crate) fn write(&self) -> RwLockWriteGuard<'_, LeaseTable> {
-        self.0
-            .write()
-            .expect("lease table invariant: no holder of its lock panicked")
-    }
-}
+pub(crate) type SharedLeases = Shared<LeaseTable>;
 
 #[cfg(test)]
 mod tests {

@@ -92,6 +92,7 @@ mod lease;
 mod log;
 mod options;
 mod range;
+mod shared;
 mod snapshot;
 mod store;
 mod txn;
